@@ -1,0 +1,135 @@
+"""One LightningDataModule over a shard set, for every task type."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from objmtl.data.schema import Meta, read_meta
+from objmtl.data.shard_reader import ShardDataset
+from objmtl.data.task_samples import samples_for_task
+from objmtl.errors import UserError
+
+__all__ = ["ShardDataModule", "cache_dir", "resolve_root"]
+
+log = logging.getLogger(__name__)
+
+
+def cache_dir() -> Path:
+    """Where generated data lives: ``$OBJMTL_CACHE`` or ``~/.cache/objmtl``."""
+    return Path(os.environ.get("OBJMTL_CACHE") or Path.home() / ".cache" / "objmtl")
+
+
+def resolve_root(root: str | None, synth: dict[str, Any] | None) -> Path:
+    """The shard folder to read: ``root`` if given, else the cache folder of the synthetic set."""
+    if root:
+        return Path(root).expanduser()
+    if not synth:
+        raise UserError("data.root: not set (give data.root=SHARDS, or use data=synth)")
+    s = dict(synth)
+    return cache_dir() / f"synth-n{s.get('n', 1000)}-s{s.get('seed', 0)}-px{s.get('image_size', 128)}"
+
+
+def ensure_synth(root: Path, synth: dict[str, Any]) -> None:
+    """Writes the synthetic shard set to ``root`` once; safe when several processes race."""
+    if (root / "meta.json").exists():
+        return
+    from filelock import FileLock
+
+    from objmtl.data.synth import write_synthetic
+
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(root) + ".lock"):
+        if not (root / "meta.json").exists():
+            log.info("writing the synthetic data set to %s (once; it is cached)", root)
+            write_synthetic(root, overwrite=root.exists(), progress=True, **dict(synth))
+
+
+class ShardDataModule(L.LightningDataModule):
+    """Train / val / test loaders over ``ROOT/{split}/*.tar``.
+
+    Args:
+        root: the shard set (``meta.json`` inside). ``None`` with ``synth`` set uses the cached
+            synthetic set, written on first use.
+        task: which annotations to train on (``cls``, ...): picks the sample adapter.
+        train_transform, eval_transform: albumentations pipelines (ending in ``ToTensorV2``).
+        samples_per_epoch: fixed-length training epochs drawn by resampling shards.
+        on_decode_error: ``warn`` skips (and counts) an undecodable image; ``raise`` stops.
+        image_size, mean, std: the input size and normalisation the transforms use, recorded
+            for export and prediction.
+    """
+
+    def __init__(self, *, root: str | None = None, task: str = "cls", batch_size: int = 32,
+                 eval_batch_size: int | None = None, num_workers: int = 2,
+                 train_transform: Any = None, eval_transform: Any = None, shuffle_buffer: int = 1000,
+                 samples_per_epoch: int | None = None, seed: int = 0, on_decode_error: str = "warn",
+                 synth: dict[str, Any] | None = None, train_split: str = "train", val_split: str = "val",
+                 test_split: str = "test", image_size: int | list[int] | None = None,
+                 mean: list[float] | None = None, std: list[float] | None = None) -> None:
+        super().__init__()
+        self.root = resolve_root(root, synth)
+        self.synth = dict(synth) if synth and not root else None
+        self.task = task
+        self.adapter = samples_for_task(task)
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.train_transform, self.eval_transform = train_transform, eval_transform
+        self.shuffle_buffer, self.samples_per_epoch, self.seed = shuffle_buffer, samples_per_epoch, seed
+        self.on_decode_error = on_decode_error
+        self.splits = {"train": train_split, "val": val_split, "test": test_split}
+        self._datasets: dict[str, ShardDataset] = {}
+        # what the transforms normalise with: exported models and predictors need the same
+        self.image_size, self.mean, self.std = image_size, mean, std
+
+    def prepare_data(self) -> None:
+        if self.synth is not None:
+            ensure_synth(self.root, self.synth)
+
+    def read_meta(self) -> Meta:
+        """The shard set's meta.json, checked to carry what this task trains on."""
+        meta = read_meta(self.root)
+        if self.task not in meta.tasks:
+            raise UserError(f"{self.root}: task={self.task} needs annotations these shards do not carry "
+                            f"(they carry: {', '.join(meta.tasks) or 'nothing'})")
+        return meta
+
+    def dataset(self, stage: str) -> ShardDataset:
+        """The dataset of ``train``, ``val`` or ``test`` (built once)."""
+        if stage not in self._datasets:
+            train = stage == "train"
+            self.read_meta()
+            self._datasets[stage] = ShardDataset(
+                root=self.root, split=self.splits[stage],
+                transform=self.adapter(transform=self.train_transform if train else self.eval_transform),
+                shuffle=train, shuffle_buffer=self.shuffle_buffer, seed=self.seed,
+                batch_size=self.batch_size if train else self.eval_batch_size, drop_last=train,
+                samples_per_epoch=self.samples_per_epoch if train else None,
+                on_decode_error=self.on_decode_error)
+        return self._datasets[stage]
+
+    def _loader(self, stage: str) -> DataLoader:
+        ds = self.dataset(stage)
+        train = stage == "train"
+        # persistent_workers stays off: workers must see the epoch set on the dataset each epoch
+        return DataLoader(ds, batch_size=ds.batch_size, num_workers=self.num_workers,
+                          collate_fn=self.adapter.collate, drop_last=train,
+                          pin_memory=torch.cuda.is_available())
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test")

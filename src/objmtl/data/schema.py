@@ -1,0 +1,183 @@
+"""The one sample schema every task reads, and the ``meta.json`` that describes a shard set.
+
+A shard set on disk::
+
+    ROOT/meta.json
+    ROOT/{train,val,test}/NNNNNN.tar
+
+A sample in a tar is ``KEY.jpg`` (or ``.png``), ``KEY.json`` and, for semantic segmentation,
+``KEY.mask.png`` (class ids, 255 = ignore). The JSON holds any of:
+
+- ``label`` (int): the image class;
+- instances as parallel lists: ``boxes`` (xyxy, absolute pixels), ``classes``, ``iscrowd``,
+  ``area``, ``difficult``, ``truncated``, optional ``polygons`` (per instance a list of flat
+  ``[x0, y0, x1, y1, ...]`` rings) and optional ``keypoints`` (per instance K x 3: x, y, v);
+- ``image_id``, ``width``, ``height``, ``source``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from objmtl.errors import UserError
+
+__all__ = [
+    "IGNORE_INDEX",
+    "INSTANCE_KEYS",
+    "SCHEMA_VERSION",
+    "SPLITS",
+    "KeypointSpec",
+    "Meta",
+    "ShardInfo",
+    "read_meta",
+    "validate_annotation",
+    "write_meta",
+]
+
+SCHEMA_VERSION = 1
+SPLITS = ("train", "val", "test")
+IGNORE_INDEX = 255
+TASKS = ("cls", "det", "seg", "pose")
+INSTANCE_KEYS = ("boxes", "classes", "iscrowd", "area", "difficult", "truncated", "polygons", "keypoints")
+META_FILE = "meta.json"
+
+
+@dataclass
+class KeypointSpec:
+    """Names, skeleton, left/right flip pairs and OKS sigmas of the K keypoints of an instance."""
+
+    names: list[str]
+    skeleton: list[list[int]] = field(default_factory=list)
+    flip_pairs: list[list[int]] = field(default_factory=list)
+    sigmas: list[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        k = len(self.names)
+        if self.sigmas and len(self.sigmas) != k:
+            raise UserError(f"keypoints: {len(self.sigmas)} sigmas for {k} keypoint names")
+        for pair in [*self.skeleton, *self.flip_pairs]:
+            if len(pair) != 2 or not all(0 <= int(i) < k for i in pair):
+                raise UserError(f"keypoints: pair {pair} does not index {k} keypoints")
+
+
+@dataclass
+class ShardInfo:
+    file: str  # relative to the split folder
+    count: int
+
+
+@dataclass
+class Meta:
+    """Everything a model needs to know about a shard set: heads are sized from it.
+
+    Attributes:
+        classes: names of the image / instance classes; ``label`` and ``classes`` index into it.
+        mask_classes: names of the semantic mask ids (index = pixel value); 255 is ignore.
+        keypoints: the keypoint spec when instances carry keypoints.
+        splits: per split, the shard files and their sample counts.
+    """
+
+    classes: list[str]
+    tasks: list[str]
+    mask_classes: list[str] = field(default_factory=list)
+    keypoints: KeypointSpec | None = None
+    splits: dict[str, list[ShardInfo]] = field(default_factory=dict)
+    source: str = ""
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def num_mask_classes(self) -> int:
+        return len(self.mask_classes)
+
+    @property
+    def num_keypoints(self) -> int:
+        return len(self.keypoints.names) if self.keypoints else 0
+
+    def count(self, split: str) -> int:
+        return sum(s.count for s in self.splits.get(split, []))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["counts"] = {split: self.count(split) for split in self.splits}
+        return d
+
+    def field(self, key: str) -> Any:
+        """A value for configs (``${meta:num_classes}``): a property or an attribute, by name."""
+        if key in ("num_classes", "num_mask_classes", "num_keypoints"):
+            return getattr(self, key)
+        if key in ("classes", "mask_classes", "tasks"):
+            return list(getattr(self, key))
+        if key in ("keypoint_names", "skeleton", "flip_pairs", "sigmas"):
+            spec = self.keypoints or KeypointSpec(names=[])
+            return list(spec.names if key == "keypoint_names" else getattr(spec, key))
+        raise UserError(f"meta: no field {key!r} (known: num_classes, classes, num_mask_classes, "
+                        "mask_classes, num_keypoints, keypoint_names, skeleton, flip_pairs, sigmas, tasks)")
+
+
+def write_meta(root: str | Path, meta: Meta) -> Path:
+    path = Path(root) / META_FILE
+    path.write_text(json.dumps(meta.to_dict(), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    return path
+
+
+def read_meta(root: str | Path) -> Meta:
+    """Reads ``ROOT/meta.json``; a missing or foreign file is a :class:`UserError` naming the path."""
+    root = Path(root)
+    if not root.exists():
+        raise UserError(f"{root}: no such shard folder")
+    path = root / META_FILE
+    if not path.is_file():
+        raise UserError(f"{path}: missing; a shard set needs its meta.json (write one with objmtl-data)")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: expected a JSON object")
+    version = raw.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise UserError(f"{path}: schema version {version} is not the version this objmtl reads "
+                        f"({SCHEMA_VERSION}); convert the data again with this objmtl")
+    try:
+        kp = raw.get("keypoints")
+        return Meta(
+            classes=[str(c) for c in raw["classes"]],
+            tasks=list(raw.get("tasks", [])),
+            mask_classes=[str(c) for c in raw.get("mask_classes", [])],
+            keypoints=KeypointSpec(**kp) if kp else None,
+            splits={s: [ShardInfo(file=str(i["file"]), count=int(i["count"])) for i in shards]
+                    for s, shards in raw.get("splits", {}).items()},
+            source=str(raw.get("source", "")),
+        )
+    except (KeyError, TypeError, ValueError) as e:
+        raise UserError(f"{path}: malformed meta ({type(e).__name__}: {e})") from None
+
+
+def validate_annotation(ann: dict[str, Any], *, meta: Meta, where: str = "") -> None:
+    """Checks one sample's JSON against the schema; raises ValueError naming the bad key."""
+    if "label" in ann and ann["label"] is not None and not 0 <= int(ann["label"]) < meta.num_classes:
+        raise ValueError(f"{where}: label {ann['label']} outside 0..{meta.num_classes - 1}")
+    present = [k for k in INSTANCE_KEYS if k in ann]
+    if not present:
+        return
+    n = len(ann.get("boxes", []))
+    for key in present:
+        if len(ann[key]) != n:
+            raise ValueError(f"{where}: {key} has {len(ann[key])} entries for {n} boxes")
+    for box in ann.get("boxes", []):
+        if len(box) != 4:
+            raise ValueError(f"{where}: box {box} is not x1, y1, x2, y2")
+    for c in ann.get("classes", []):
+        if not 0 <= int(c) < meta.num_classes:
+            raise ValueError(f"{where}: class {c} outside 0..{meta.num_classes - 1}")
+    k = meta.num_keypoints
+    for kps in ann.get("keypoints", []):
+        if len(kps) != k or any(len(p) != 3 for p in kps):
+            raise ValueError(f"{where}: keypoints must be {k} x 3 per instance")

@@ -1,0 +1,61 @@
+"""Per-task adapters: a decoded shard sample -> augmented tensors, and batches of them.
+
+A decoded sample (see :func:`objmtl.data.shard_reader.decode_sample`) carries every annotation
+kind the shards hold; each task keeps what it trains on and hands the image (and its targets)
+to one albumentations pipeline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import default_collate
+
+from objmtl.errors import UserError
+
+__all__ = ["ClassificationSamples", "TASK_SAMPLES", "samples_for_task"]
+
+
+def _to_tensor(image: Any) -> torch.Tensor:
+    if isinstance(image, torch.Tensor):
+        return image.float()
+    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255)  # (3, H, W)
+
+
+class ClassificationSamples:
+    """``{"image": Tensor[3, H, W], "label": int}`` from a sample's ``label``."""
+
+    task = "cls"
+    needs = ("label",)
+
+    def __init__(self, *, transform: Callable[..., dict] | None = None) -> None:
+        self.transform = transform
+
+    def reseed(self, seed: int) -> None:
+        if hasattr(self.transform, "set_random_seed"):
+            self.transform.set_random_seed(seed)
+
+    def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
+        label = sample["ann"].get("label")
+        if label is None:
+            raise UserError(f"sample {sample['key']}: no 'label' in its annotation, which task=cls needs")
+        image = sample["image"]
+        if self.transform is not None:
+            image = self.transform(image=image)["image"]
+        return {"image": _to_tensor(image), "label": int(label)}
+
+    @staticmethod
+    def collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
+        return default_collate(batch)
+
+
+TASK_SAMPLES: dict[str, type] = {"cls": ClassificationSamples}
+
+
+def samples_for_task(task: str) -> type:
+    if task not in TASK_SAMPLES:
+        raise UserError(f"data: no sample adapter for task {task!r} (known: {', '.join(TASK_SAMPLES)})")
+    return TASK_SAMPLES[task]
