@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +14,7 @@ from objmtl.data.schema import SCHEMA_VERSION, KeypointSpec, Meta, read_meta
 from objmtl.data.shard_reader import ShardDataset
 from objmtl.data.shard_writer import ShardSetWriter
 from objmtl.errors import UserError
+from tests.helpers import corrupt_member
 
 
 def _png(array: np.ndarray) -> bytes:
@@ -102,28 +102,12 @@ def test_missing_paths_are_one_line_errors(tmp_path: Path) -> None:
         ShardDataset(root=root, split="train")
 
 
-def _corrupt_one(root: Path, key: str) -> None:
-    """Rewrites a shard with one sample's image bytes truncated."""
-    path = root / "train" / "000000.tar"
-    members = []
-    with tarfile.open(path) as tar:
-        for m in tar.getmembers():
-            data = tar.extractfile(m).read()
-            if m.name == f"{key}.png":
-                data = data[: len(data) // 3]
-            members.append((m, data))
-    with tarfile.open(path, "w") as tar:
-        for m, data in members:
-            m.size = len(data)
-            tar.addfile(m, io.BytesIO(data))
-
-
 def test_undecodable_image_is_skipped_and_counted(tmp_path: Path) -> None:
     root = tmp_path / "s"
     with ShardSetWriter(root, meta=_meta()) as w:
         for i in range(5):
             w.write("train", image=_png(np.full((8, 8, 3), i, np.uint8)), ext="png", ann={"label": 0})
-    _corrupt_one(root, "000000002")
+    corrupt_member(root / "train" / "000000.tar", "000000002.png")
     ds = ShardDataset(root=root, split="train")
     keys = [s["key"] for s in ds]
     assert keys == ["000000000", "000000001", "000000003", "000000004"]

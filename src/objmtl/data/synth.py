@@ -81,14 +81,15 @@ def _extremes(pts: np.ndarray) -> list[tuple[float, float]]:
 
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     """A low-frequency random colour field, sometimes with stripes (float32, H x W x 3)."""
+    # textured but quieter than the shapes: a base colour +-50 per channel, stripes of +-25
     g = int(rng.integers(2, 6))
-    field = rng.integers(0, 256, (g, g, 3), dtype=np.uint8)
+    field = np.clip(rng.uniform(50, 205, 3) + rng.uniform(-50, 50, (g, g, 3)), 0, 255).astype(np.uint8)
     bg = np.asarray(Image.fromarray(field).resize((size, size), Image.Resampling.BILINEAR), np.float32)
     if rng.random() < 0.5:
         angle, cycles = rng.uniform(0, math.pi), rng.uniform(2, 8)
         yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
         wave = np.sin(2 * math.pi * cycles * (xx * math.cos(angle) + yy * math.sin(angle)) + rng.uniform(0, 6.3))
-        bg = bg + wave[..., None] * rng.uniform(-40, 40, 3).astype(np.float32)
+        bg = bg + wave[..., None] * rng.uniform(-25, 25, 3).astype(np.float32)
     return bg
 
 

@@ -1,0 +1,36 @@
+# Two commands do all set-up on a fresh machine:
+#   make demo   venv + install + synthetic data + train + evaluate a classifier on CPU
+#   make test   venv + install (with dev extra) + the test suite
+VENV   ?= .venv
+PYTHON ?= python3
+BIN    := $(VENV)/bin
+DEMO_DATA ?= data/synth
+DEMO_RUN  := runs/demo/$(shell date +%Y-%m-%d_%H-%M-%S)
+PYTEST_ARGS ?=
+
+.PHONY: demo test install lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	@test -f $(DEMO_DATA)/meta.json || $(BIN)/objmtl-data synth --out $(DEMO_DATA) --n 4000 --seed 0
+	$(BIN)/objmtl-train experiment=cls_resnet18_synth data.root=$(DEMO_DATA) hydra.run.dir=$(DEMO_RUN)
+	$(BIN)/objmtl-test $(DEMO_RUN) --split test
+	@echo "demo run: $(DEMO_RUN)  (checkpoints/, metrics.json, plots/*.png, tensorboard/)"
+
+test: install
+	$(BIN)/pytest --durations=20 $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check src tests
+
+clean:
+	rm -rf $(VENV) runs data/synth .pytest_cache

@@ -1,0 +1,49 @@
+"""Composing the real config tree in tests, with tiny limits."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from objmtl.config import CONFIG_DIR, register_resolvers
+
+register_resolvers()
+
+
+def compose_train(*overrides: str, run_dir: Path) -> DictConfig:
+    """``objmtl-train`` 's config with ``overrides``, writing into ``run_dir``."""
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        return compose("train", overrides=[*overrides, f"paths.output_dir={run_dir}"])
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Runs a console script of this venv as a user would."""
+    exe = Path(sys.executable).parent / args[0]
+    repo = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "2",
+           "PYTHONPATH": os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")]))}
+    return subprocess.run([str(exe), *args[1:]], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def corrupt_member(shard: Path, member: str) -> None:
+    """Rewrites a tar shard with one member's bytes cut to a third (an undecodable image)."""
+    import io
+    import tarfile
+
+    members = []
+    with tarfile.open(shard) as tar:
+        for m in tar.getmembers():
+            data = tar.extractfile(m).read()
+            if m.name == member:
+                data = data[: len(data) // 3]
+            members.append((m, data))
+    with tarfile.open(shard, "w") as tar:
+        for m, data in members:
+            m.size = len(data)
+            tar.addfile(m, io.BytesIO(data))
