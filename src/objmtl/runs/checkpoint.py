@@ -1,0 +1,76 @@
+"""Reading checkpoints safely, and moving weights between them."""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from objmtl.errors import UserError
+
+__all__ = ["config_from_checkpoint", "load_checkpoint", "load_weights", "state_dict_of"]
+
+log = logging.getLogger(__name__)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """``torch.load(weights_only=True)``: a checkpoint needing arbitrary pickled objects is refused."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such checkpoint file")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"{path}: refused, it needs objects that weights_only loading does not allow ({first})")\
+            from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
+        raise UserError(f"{path}: not a readable checkpoint ({type(e).__name__}: {str(e)[:200]})") from None
+    if not isinstance(obj, dict):
+        raise UserError(f"{path}: holds a {type(obj).__name__}, not a checkpoint dict")
+    return obj
+
+
+def config_from_checkpoint(ckpt: dict[str, Any], path: str | Path = "checkpoint") -> dict[str, Any]:
+    """The run config objmtl stores in every checkpoint it writes."""
+    config = (ckpt.get("objmtl") or {}).get("config")
+    if not config:
+        raise UserError(f"{path}: no objmtl config inside (was it written by objmtl-train?)")
+    return config
+
+
+def state_dict_of(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The model's weights from a Lightning checkpoint, a ``{"model": ...}`` file or a bare state dict."""
+    for key in ("state_dict", "model"):
+        if isinstance(ckpt.get(key), dict):
+            ckpt = ckpt[key]
+            break
+    sd = {k: v for k, v in ckpt.items() if isinstance(v, torch.Tensor)}
+    for prefix in ("model.", "module."):
+        if sd and all(k.startswith(prefix) for k in sd):
+            sd = {k[len(prefix):]: v for k, v in sd.items()}
+    return sd
+
+
+def load_weights(model: nn.Module, path: str | Path) -> dict[str, list[str]]:
+    """Loads what fits (fine-tuning), and reports missing, unexpected and shape-mismatched keys."""
+    sd = state_dict_of(load_checkpoint(path))
+    own = model.state_dict()
+    mismatched = [k for k, v in sd.items() if k in own and own[k].shape != v.shape]
+    for k in mismatched:
+        del sd[k]
+    result = model.load_state_dict(sd, strict=False)
+    report = {"missing": list(result.missing_keys), "unexpected": list(result.unexpected_keys),
+              "mismatched": mismatched}
+    loaded = len(sd) - len(report["unexpected"])
+    print(f"load_from {path}: loaded {loaded} tensors")
+    for kind, keys in report.items():
+        if keys:
+            shown = ", ".join(keys[:8]) + (f", ... ({len(keys)} in all)" if len(keys) > 8 else "")
+            print(f"  {kind} keys: {shown}")
+    return report

@@ -1,0 +1,91 @@
+"""``evaluate(...)``: the plain function behind ``objmtl-test``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import OmegaConf, open_dict
+
+from objmtl.config import register_resolvers
+from objmtl.errors import UserError
+from objmtl.runs.checkpoint import config_from_checkpoint, load_checkpoint, state_dict_of
+from objmtl.runs.train import _apply_overrides, _quiet_lightning, build_task
+
+__all__ = ["evaluate", "find_checkpoint"]
+
+
+def find_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file, or a run directory's best checkpoint (else its last)."""
+    path = Path(path)
+    if path.is_dir():
+        for name in ("best.ckpt", "last.ckpt"):
+            if (path / "checkpoints" / name).is_file():
+                return path / "checkpoints" / name
+        raise UserError(f"{path}: no checkpoints/best.ckpt or checkpoints/last.ckpt in this run directory")
+    if not path.exists():
+        raise UserError(f"{path}: no such run directory or checkpoint")
+    return path
+
+
+def evaluate(source: str | Path, *, split: str = "test", data_root: str | Path | None = None,
+             out: str | Path | None = None, overrides: Sequence[str] = (),
+             accelerator: str = "auto", batch_size: int | None = None) -> dict[str, float]:
+    """Evaluates a run's checkpoint on ``split`` of its data (or of ``data_root``).
+
+    Metrics are printed and written to ``out`` (default: ``RUN_DIR/eval_<split>/metrics.json``,
+    beside the pictures the task draws).
+    """
+    if split not in ("val", "test"):
+        raise UserError(f"--split {split}: use val or test")
+    register_resolvers()
+    _quiet_lightning()
+    ckpt_path = find_checkpoint(source)
+    ckpt = load_checkpoint(ckpt_path)
+    cfg = OmegaConf.create(config_from_checkpoint(ckpt, ckpt_path))
+    _apply_overrides(cfg, overrides, why="objmtl-test")
+    run_dir = ckpt_path.parent.parent if ckpt_path.parent.name == "checkpoints" else ckpt_path.parent
+    work = Path(out).parent if out else run_dir / f"eval_{split}"
+    with open_dict(cfg):
+        if data_root is not None:
+            cfg.data.root, cfg.data.synth = str(data_root), None
+        if batch_size:
+            cfg.data.eval_batch_size = batch_size
+        cfg.paths.output_dir = str(work)
+
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    if datamodule.read_meta().count(datamodule.splits[split]) == 0:
+        raise UserError(f"{datamodule.root}: split {split!r} has no samples")
+    task = build_task(cfg, for_training=False)
+    task.model.load_state_dict(state_dict_of(ckpt))
+    trainer = L.Trainer(accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False,
+                        default_root_dir=str(work), enable_model_summary=False)
+    run = trainer.validate if split == "val" else trainer.test
+    results = run(task, datamodule=datamodule, verbose=False)
+    metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
+    report: dict[str, Any] = {"checkpoint": str(ckpt_path), "split": split, "data": str(datamodule.root),
+                              "metrics": metrics}
+    out = Path(out) if out else work / "metrics.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1) + "\n")
+    _print_table(metrics, title=f"{ckpt_path} on {datamodule.root} [{split}]")
+    print(f"metrics: {out}\nplots:   {work / 'plots'}")
+    return metrics
+
+
+def _print_table(metrics: dict[str, float], *, title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    print(title)
+    table = Table()
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for k, v in sorted(metrics.items()):
+        table.add_row(k, f"{v:.4f}")
+    Console(width=120).print(table)

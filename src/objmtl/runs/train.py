@@ -1,0 +1,208 @@
+"""``train(cfg)``: the plain function behind ``objmtl-train`` (tests call it directly)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import yaml
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from objmtl.config import register_resolvers
+from objmtl.errors import UserError
+from objmtl.runs.checkpoint import config_from_checkpoint, load_checkpoint, load_weights
+from objmtl.tasks.base import BaseTask
+
+__all__ = ["build_task", "train"]
+
+log = logging.getLogger(__name__)
+
+GROUPS = ("task", "model", "data", "trainer", "optim", "sched", "callbacks", "logger", "paths", "hydra",
+          "experiment", "debug", "hparams_search")
+
+
+def _choice(group: str) -> str | None:
+    if HydraConfig.initialized():
+        return HydraConfig.get().runtime.choices.get(group)
+    return None
+
+
+def _check_task_model(cfg: DictConfig) -> None:
+    """A model built for another task type fails here, in one line naming both."""
+    target = cfg.model.get("_target_")
+    try:
+        kind = getattr(get_class(target), "kind", None) if target else None
+    except Exception:  # noqa: BLE001 - a target that isn't a class (a function) declares no kind
+        kind = None
+    task = cfg.task.name
+    if kind is not None and kind != task:
+        model = _choice("model") or target
+        raise UserError(f"task={task} does not fit model={model}: that model is a {kind} model; "
+                        f"choose a {task} model (for task=cls: model=resnet_cls)")
+
+
+def _apply_overrides(cfg: DictConfig, overrides: Sequence[str], *, why: str) -> None:
+    """Applies ``key=value`` overrides to a stored config (groups can't change there)."""
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        key = key.lstrip("+")
+        if not sep or key.startswith("~") or key.split(".")[0] in ("resume", "ckpt_path", "hydra"):
+            continue
+        if key in GROUPS:
+            raise UserError(f"{why}: '{item}' would change the config group {key}, which is stored with "
+                            f"the run; override fields instead (e.g. trainer.max_epochs=20)")
+        OmegaConf.update(cfg, key, yaml.safe_load(value) if value else None, force_add=True)
+
+
+def _stored_config(cfg: DictConfig, overrides: Sequence[str]) -> tuple[DictConfig, str | None]:
+    """For resume / ckpt_path: the config stored with the run, plus this command's overrides."""
+    if cfg.get("resume"):
+        run = Path(cfg.resume)
+        if not (run / "config.yaml").is_file():
+            raise UserError(f"resume={run}: not a run directory (it has no config.yaml)")
+        ckpt = run / "checkpoints" / "last.ckpt"
+        if not ckpt.is_file():
+            raise UserError(f"resume={run}: {ckpt} is missing, so there is nothing to resume")
+        stored = OmegaConf.load(run / "config.yaml")
+        _apply_overrides(stored, overrides, why=f"resume={run}")
+        stored.resume, stored.paths.output_dir = str(run), str(run)
+        return stored, str(ckpt)
+    if cfg.get("ckpt_path"):
+        stored = OmegaConf.create(config_from_checkpoint(load_checkpoint(cfg.ckpt_path), cfg.ckpt_path))
+        _apply_overrides(stored, overrides, why=f"ckpt_path={cfg.ckpt_path}")
+        stored.ckpt_path, stored.resume = str(cfg.ckpt_path), None
+        stored.paths.output_dir = str(cfg.paths.output_dir)
+        return stored, str(cfg.ckpt_path)
+    return cfg, None
+
+
+def _materialize_meta(cfg: DictConfig, run_dir: Path) -> DictConfig:
+    """The config to store: ``${meta:...}`` replaced by values, the run directory written out.
+
+    Other interpolations stay, so a run restarted elsewhere (``ckpt_path=``) moves its
+    checkpoint and log folders along with ``paths.output_dir``.
+    """
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(run_dir)
+    raw = OmegaConf.to_container(cfg, resolve=False)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+
+    def walk(a: Any, b: Any) -> Any:
+        if isinstance(a, dict):
+            return {k: walk(v, b[k]) for k, v in a.items()}
+        if isinstance(a, list):
+            return [walk(x, y) for x, y in zip(a, b, strict=True)]
+        return b if isinstance(a, str) and "${meta:" in a else a
+
+    return OmegaConf.create(walk(raw, resolved))
+
+
+def build_task(cfg: DictConfig, *, for_training: bool = True) -> BaseTask:
+    """Model and LightningModule from a config; the config rides along into checkpoints."""
+    plain = OmegaConf.to_container(cfg, resolve=False)
+    model = instantiate(cfg.model)
+    extra: dict[str, Any] = {}
+    if for_training:
+        extra["optimizer"] = instantiate(cfg.optim)
+        extra["scheduler"] = instantiate(cfg.sched) if cfg.get("sched") else None
+    task = instantiate(cfg.task.module, model=model, **extra)
+    task.run_config = plain  # set after: instantiate would try to build the _target_ nodes inside
+    return task
+
+
+def _instantiate_all(node: DictConfig | None) -> list[Any]:
+    return [instantiate(c) for c in (node or {}).values() if isinstance(c, DictConfig) and "_target_" in c]
+
+
+def _summary(trainer: L.Trainer, run_dir: Path) -> dict[str, Any]:
+    out: dict[str, Any] = {"run_dir": str(run_dir)}
+    ckpt = trainer.checkpoint_callback
+    if ckpt is not None and getattr(ckpt, "best_model_path", ""):
+        score = ckpt.best_model_score
+        out["best"] = {"metric": ckpt.monitor, "value": None if score is None else float(score),
+                       "checkpoint": ckpt.best_model_path}
+    return out
+
+
+def _quiet_lightning() -> None:
+    """Lightning's records go through the root logger once (Hydra's console and file), minus ads."""
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            if isinstance(handler, logging.StreamHandler) and logging.getLogger().handlers:
+                logger.removeHandler(handler)
+    # our streaming datasets define __len__ per rank and deal whole batches to workers, so it is exact
+    warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _DropTips) for f in rank_zero.filters):
+        rank_zero.addFilter(_DropTips())
+
+
+class _DropTips(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tip:" not in str(record.msg)
+
+
+def train(cfg: DictConfig, *, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """Trains (and, unless ``test_after_fit=false``, tests) as ``cfg`` says.
+
+    Returns the summary also written to ``RUN_DIR/metrics.json``: the final validation
+    metrics, the best checkpoint and its score, and the test metrics.
+    """
+    register_resolvers()
+    _quiet_lightning()
+    cfg, fit_ckpt = _stored_config(cfg, overrides)
+    _check_task_model(cfg)
+    run_dir = Path(cfg.paths.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.get("seed") is not None:
+        L.seed_everything(int(cfg.seed), workers=True, verbose=False)
+
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()  # writes the synthetic set on first use; meta.json is needed below
+    datamodule.read_meta()
+    cfg = _materialize_meta(cfg, run_dir)
+    if not fit_ckpt or cfg.get("ckpt_path"):
+        OmegaConf.save(cfg, run_dir / "config.yaml")
+        (run_dir / "overrides.yaml").write_text(yaml.safe_dump(list(overrides)))
+
+    task = build_task(cfg)
+    if cfg.get("load_from"):
+        load_weights(task.model, cfg.load_from)
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=_instantiate_all(cfg.get("callbacks")),
+                                     logger=_instantiate_all(cfg.get("logger")) or False)
+    trainer.fit(task, datamodule=datamodule, ckpt_path=fit_ckpt)
+
+    summary = _summary(trainer, run_dir)
+    summary["val"] = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    has_test = datamodule.read_meta().count(datamodule.splits["test"]) > 0
+    if cfg.get("test_after_fit") and has_test and not trainer.interrupted:
+        best = "best" if summary.get("best") else None
+        results = trainer.test(task, datamodule=datamodule, ckpt_path=best, verbose=False)
+        summary["test"] = {k: float(v) for k, v in (results[0] if results else {}).items()}
+    if trainer.is_global_zero:
+        (run_dir / "metrics.json").write_text(json.dumps(summary, indent=1) + "\n")
+        _print_where(run_dir, summary)
+    return summary
+
+
+def _print_where(run_dir: Path, summary: dict[str, Any]) -> None:
+    best = summary.get("best") or {}
+    lines = [f"run directory:  {run_dir}"]
+    if best:
+        lines.append(f"best checkpoint: {best['checkpoint']}  ({best['metric']} = {best['value']:.4f})")
+    lines.append(f"last checkpoint: {run_dir / 'checkpoints' / 'last.ckpt'}")
+    lines.append(f"metrics:        {run_dir / 'metrics.json'}")
+    lines.append(f"plots:          {run_dir / 'plots'}")
+    for split in ("val", "test"):
+        if summary.get(split):
+            lines.append(f"{split}: " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(summary[split].items())))
+    print("\n".join(lines))
