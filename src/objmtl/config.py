@@ -18,13 +18,15 @@ CONFIG_DIR = Path(__file__).resolve().parent / "conf"
 
 
 def _meta(key: str, *, _root_: DictConfig) -> Any:
-    from objmtl.data.datamodule import resolve_root
-    from objmtl.data.schema import read_meta
+    from objmtl.data.datamodule import meta_of
 
     data = _root_.get("data") or {}
-    synth = data.get("synth")
-    root = resolve_root(data.get("root"), OmegaConf.to_container(synth) if synth is not None else None)
-    return read_meta(root).field(key)
+
+    def plain(key: str) -> Any:
+        value = data.get(key)
+        return OmegaConf.to_container(value) if value is not None and not isinstance(value, str) else value
+
+    return meta_of(data.get("root"), plain("synth"), plain("sources")).field(key)
 
 
 def _run_dir(resume: str | None, default: str) -> str:

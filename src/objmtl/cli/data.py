@@ -7,8 +7,7 @@ import sys
 from pathlib import Path
 
 from objmtl.cli.errors import report_user_errors
-
-FORMATS = ("imagefolder",)
+from objmtl.data.convert import FORMATS
 
 
 def _synth(args: argparse.Namespace) -> None:
@@ -23,20 +22,16 @@ def _synth(args: argparse.Namespace) -> None:
 
 
 def _convert(args: argparse.Namespace) -> None:
-    from objmtl.data.convert import convert_image_folder
+    from objmtl.data.convert import reader_for, run_conversion
+    from objmtl.data.convert.summary import print_report, write_data_config
 
-    report = convert_image_folder(args.src, args.out, val_fraction=args.val_fraction,
-                                  test_fraction=args.test_fraction, seed=args.seed,
-                                  overwrite=args.overwrite)
-    print(f"{'split':<8}{'samples':>8}")
-    for split, n in report["samples_written"].items():
-        print(f"{split:<8}{n:>8}")
-    dropped = sum(report["dropped"].values())
-    print(f"images read {report['images_read']} = written {sum(report['samples_written'].values())}"
-          f" + dropped {dropped}" + (f" ({report['dropped']})" if dropped else ""))
-    print(f"classes ({len(report['classes'])}): {', '.join(report['classes'][:20])}"
-          + (" ..." if len(report["classes"]) > 20 else ""))
-    print(f"train on it: objmtl-train data=shards data.root={args.out}")
+    conversion = reader_for(args.format)(args)
+    report = run_conversion(conversion, args.out, workers=args.workers, strict=args.strict,
+                            overwrite=args.overwrite, max_count=args.max_count)
+    print_report(report)
+    path, command = write_data_config(args.out, conversion.meta)
+    print(f"report: {args.out / 'report.json'}\ndata config: {path}\ntrain on it: {command}")
+    print(f"   or: objmtl-train data=shards data.root={args.out}")
 
 
 def _inspect(args: argparse.Namespace) -> None:
@@ -63,14 +58,32 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true")
     s.set_defaults(func=_synth)
 
-    c = sub.add_parser("convert", help="convert a data set into shards")
-    c.add_argument("--format", choices=FORMATS, required=True)
-    c.add_argument("--src", type=Path, required=True)
+    c = sub.add_parser("convert", help="convert a data set into shards",
+                       description="Formats: " + "; ".join(f"{k}: {v[1]}" for k, v in FORMATS.items()))
+    c.add_argument("--format", choices=list(FORMATS), required=True)
+    c.add_argument("--src", type=Path, required=True, help="the data set root; no path may leave it")
     c.add_argument("--out", type=Path, required=True)
+    c.add_argument("--images", default=None, help="image folder, relative to --src")
+    c.add_argument("--labels", default=None, help="label folder (YOLO txt, VOC xml), relative to --src")
+    c.add_argument("--masks", default=None, help="mask PNG folder, relative to --src")
+    c.add_argument("--ann", action="append", metavar="SPLIT=FILE",
+                   help="annotation file per split (COCO json, list or text file); repeatable")
+    c.add_argument("--split-file", action="append", metavar="SPLIT=FILE",
+                   help="image names per split (e.g. VOC ImageSets/Main/train.txt); repeatable")
+    c.add_argument("--names", default=None, help="class names: YOLO data yaml, json, or one name per line")
+    c.add_argument("--class-map", default=None, help="masks: yaml/json of source id -> name (0 = unlabeled)")
+    c.add_argument("--separator", default=None, help="text: field separator (default: whitespace)")
+    c.add_argument("--task", choices=("det", "seg", "pose"), default=None, help="yolo: what the lines hold")
+    c.add_argument("--rle-masks", action="store_true", help="coco: render instance masks into KEY.mask.png")
+    c.add_argument("--drop-background", action="store_true",
+                   help="drop images without a label file (default: keep them as background)")
     c.add_argument("--val-fraction", type=float, default=0.2,
-                   help="carved from train, per class, when the source has no val folder")
+                   help="share carved from train for val when the source has no val split")
     c.add_argument("--test-fraction", type=float, default=0.0)
     c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--workers", type=int, default=2, help="decoding processes (default 2)")
+    c.add_argument("--max-count", type=int, default=1000, help="samples per shard file")
+    c.add_argument("--strict", action="store_true", help="every drop or fix is an error")
     c.add_argument("--overwrite", action="store_true")
     c.set_defaults(func=_convert)
 

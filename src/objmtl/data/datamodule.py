@@ -11,12 +11,13 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
+from objmtl.data.mixing import MixedDataset, merge_metas
 from objmtl.data.schema import Meta, read_meta
 from objmtl.data.shard_reader import ShardDataset
 from objmtl.data.task_samples import samples_for_task
 from objmtl.errors import UserError
 
-__all__ = ["ShardDataModule", "cache_dir", "resolve_root"]
+__all__ = ["ShardDataModule", "cache_dir", "meta_of", "resolve_root"]
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,13 @@ def resolve_root(root: str | None, synth: dict[str, Any] | None) -> Path:
         raise UserError("data.root: not set (give data.root=SHARDS, or use data=synth)")
     s = dict(synth)
     return cache_dir() / f"synth-n{s.get('n', 1000)}-s{s.get('seed', 0)}-px{s.get('image_size', 128)}"
+
+
+def meta_of(root: str | None, synth: dict[str, Any] | None, sources: list[dict[str, Any]] | None) -> Meta:
+    """The Meta a run trains with: one shard set's, or the merged label space of ``sources``."""
+    if sources:
+        return merge_metas([read_meta(Path(s["root"]).expanduser()) for s in sources])[0]
+    return read_meta(resolve_root(root, synth))
 
 
 def ensure_synth(root: Path, synth: dict[str, Any]) -> None:
@@ -61,6 +69,11 @@ class ShardDataModule(L.LightningDataModule):
         train_transform, eval_transform: albumentations pipelines (ending in ``ToTensorV2``).
         samples_per_epoch: fixed-length training epochs drawn by resampling shards.
         on_decode_error: ``warn`` skips (and counts) an undecodable image; ``raise`` stops.
+        sources: several shard sets instead of ``root``: ``[{"root": A, "weight": 0.7}, ...]``,
+            merged into one label space (see :mod:`objmtl.data.mixing`).
+        mix: how training draws from ``sources``: concat, weighted, balanced or repeat_factor
+            (evaluation always reads every source once).
+        repeat_threshold: LVIS's ``t`` for ``mix=repeat_factor``.
         image_size, mean, std: the input size and normalisation the transforms use, recorded
             for export and prediction.
     """
@@ -71,9 +84,15 @@ class ShardDataModule(L.LightningDataModule):
                  samples_per_epoch: int | None = None, seed: int = 0, on_decode_error: str = "warn",
                  synth: dict[str, Any] | None = None, train_split: str = "train", val_split: str = "val",
                  test_split: str = "test", image_size: int | list[int] | None = None,
-                 mean: list[float] | None = None, std: list[float] | None = None) -> None:
+                 mean: list[float] | None = None, std: list[float] | None = None,
+                 sources: list[dict[str, Any]] | None = None, mix: str = "concat",
+                 repeat_threshold: float = 0.001) -> None:
         super().__init__()
-        self.root = resolve_root(root, synth)
+        self.sources = [dict(s) for s in sources] if sources else None
+        if self.sources and any("root" not in s for s in self.sources):
+            raise UserError("data.sources: every entry needs a root (and, for mix=weighted, a weight)")
+        self.mix, self.repeat_threshold = mix, repeat_threshold
+        self.root = Path(self.sources[0]["root"]) if self.sources else resolve_root(root, synth)
         self.synth = dict(synth) if synth and not root else None
         self.task = task
         self.adapter = samples_for_task(task)
@@ -93,32 +112,54 @@ class ShardDataModule(L.LightningDataModule):
             ensure_synth(self.root, self.synth)
 
     def read_meta(self) -> Meta:
-        """The shard set's meta.json, checked to carry what this task trains on."""
-        meta = read_meta(self.root)
+        """The shard set's meta.json (merged over sources), checked to carry what this task trains on."""
+        meta = meta_of(str(self.root), None, self.sources)
         if self.task not in meta.tasks:
             raise UserError(f"{self.root}: task={self.task} needs annotations these shards do not carry "
                             f"(they carry: {', '.join(meta.tasks) or 'nothing'})")
         return meta
 
-    def dataset(self, stage: str) -> ShardDataset:
+    def label_space(self) -> dict[str, Any] | None:
+        """With several sources: the merged classes and each source's id map (recorded with the run)."""
+        if not self.sources:
+            return None
+        meta, maps = merge_metas([read_meta(Path(s["root"]).expanduser()) for s in self.sources])
+        return {"classes": meta.classes, "mask_classes": meta.mask_classes,
+                "sources": [{"root": str(s["root"]), **m} for s, m in zip(self.sources, maps, strict=True)]}
+
+    def _shards(self, root: Path, stage: str, transform: Any) -> ShardDataset:
+        train = stage == "train"
+        return ShardDataset(
+            root=root, split=self.splits[stage], transform=transform, shuffle=train,
+            shuffle_buffer=self.shuffle_buffer, seed=self.seed,
+            batch_size=self.batch_size if train else self.eval_batch_size, drop_last=train,
+            samples_per_epoch=self.samples_per_epoch if train and not self.sources else None,
+            on_decode_error=self.on_decode_error)
+
+    def dataset(self, stage: str) -> ShardDataset | MixedDataset:
         """The dataset of ``train``, ``val`` or ``test`` (built once)."""
         if stage not in self._datasets:
-            train = stage == "train"
             self.read_meta()
-            self._datasets[stage] = ShardDataset(
-                root=self.root, split=self.splits[stage],
-                transform=self.adapter(transform=self.train_transform if train else self.eval_transform),
-                shuffle=train, shuffle_buffer=self.shuffle_buffer, seed=self.seed,
-                batch_size=self.batch_size if train else self.eval_batch_size, drop_last=train,
-                samples_per_epoch=self.samples_per_epoch if train else None,
-                on_decode_error=self.on_decode_error)
+            adapter = self.adapter(transform=self.train_transform if stage == "train" else self.eval_transform)
+            if not self.sources:
+                self._datasets[stage] = self._shards(self.root, stage, adapter)
+            else:
+                space = self.label_space()
+                assert space is not None
+                parts = [self._shards(Path(s["root"]).expanduser(), stage, None) for s in self.sources]
+                self._datasets[stage] = MixedDataset(
+                    sources=parts, maps=space["sources"], mode=self.mix if stage == "train" else "concat",
+                    weights=[float(s.get("weight", 1.0)) for s in self.sources],
+                    samples_per_epoch=self.samples_per_epoch if stage == "train" else None,
+                    repeat_threshold=self.repeat_threshold, transform=adapter, seed=self.seed,
+                    batch_size=parts[0].batch_size)
         return self._datasets[stage]
 
     def _loader(self, stage: str) -> DataLoader:
         ds = self.dataset(stage)
         train = stage == "train"
         # persistent_workers stays off: workers must see the epoch set on the dataset each epoch
-        return DataLoader(ds, batch_size=ds.batch_size, num_workers=self.num_workers,
+        return DataLoader(ds, batch_size=self.batch_size if train else self.eval_batch_size, num_workers=self.num_workers,
                           collate_fn=self.adapter.collate, drop_last=train,
                           pin_memory=torch.cuda.is_available())
 

@@ -22,7 +22,7 @@ __all__ = ["ClassificationSamples", "TASK_SAMPLES", "samples_for_task"]
 def _to_tensor(image: Any) -> torch.Tensor:
     if isinstance(image, torch.Tensor):
         return image.float()
-    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255)  # (3, H, W)
+    return torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1).float().div_(255)  # (3, H, W)
 
 
 class ClassificationSamples:

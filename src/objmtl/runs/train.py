@@ -170,6 +170,8 @@ def train(cfg: DictConfig, *, overrides: Sequence[str] = ()) -> dict[str, Any]:
     datamodule.prepare_data()  # writes the synthetic set on first use; meta.json is needed below
     datamodule.read_meta()
     cfg = _materialize_meta(cfg, run_dir)
+    if (space := datamodule.label_space()) is not None:
+        cfg.label_space = space  # each source's class map, kept with the run and its checkpoints
     if not fit_ckpt or cfg.get("ckpt_path"):
         OmegaConf.save(cfg, run_dir / "config.yaml")
         (run_dir / "overrides.yaml").write_text(yaml.safe_dump(list(overrides)))

@@ -1,24 +1,15 @@
-"""ImageFolder trees (``[split/]class/image``) -> a classification shard set."""
+"""Classification sources: ImageFolder trees (``[split/]class/image``) and list files (``path label``)."""
 
 from __future__ import annotations
 
-import io
-import json
-import logging
-from collections import Counter
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
-from tqdm import tqdm
-
+from objmtl.data.convert.engine import Conversion, SourceSample
+from objmtl.data.convert.splits import split_by_ratio
 from objmtl.data.schema import SPLITS, Meta
-from objmtl.data.shard_writer import ShardSetWriter
 from objmtl.errors import UserError
 
-__all__ = ["IMAGE_SUFFIXES", "convert_image_folder"]
-
-log = logging.getLogger(__name__)
+__all__ = ["IMAGE_SUFFIXES", "read_image_folder", "read_list_files"]
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
@@ -31,87 +22,92 @@ def _images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def _encode(path: Path) -> tuple[bytes, str, int, int]:
-    """Keeps JPEG and PNG bytes as they are; other formats become PNG. Raises on undecodable files."""
-    raw = path.read_bytes()
-    with Image.open(io.BytesIO(raw)) as im:
-        im.load()
-        fmt, (w, h) = im.format, im.size
-        if fmt in ("JPEG", "PNG"):
-            return raw, "jpg" if fmt == "JPEG" else "png", w, h
-        buf = io.BytesIO()
-        im.convert("RGB").save(buf, format="PNG")
-        return buf.getvalue(), "png", w, h
+def _carve(items: list[tuple[Path, int, str]], val_fraction: float, test_fraction: float,
+           seed: int) -> list[tuple[Path, int, str]]:
+    """Moves a stratified share of the train items to missing val / test splits."""
+    present = {s for _, _, s in items}
+    val = val_fraction if "val" not in present else 0.0
+    test = test_fraction if "test" not in present else 0.0
+    if not val and not test:
+        return items
+    train = [(p, y) for p, y, s in items if s == "train"]
+    assign = split_by_ratio([p for p, _ in train], val_fraction=val, test_fraction=test, seed=seed,
+                            groups=[y for _, y in train])
+    return [(p, y, assign[p] if s == "train" else s) for p, y, s in items]
 
 
-def _stratified(items: list[tuple[Path, int]], fraction: float, seed: int) -> tuple[list, list]:
-    """Per class, ``round(n * fraction)`` items (seeded) go to the second list."""
-    rng = np.random.default_rng(seed)
-    keep, carve = [], []
-    by_class: dict[int, list[tuple[Path, int]]] = {}
-    for item in items:
-        by_class.setdefault(item[1], []).append(item)
-    for label in sorted(by_class):
-        group = by_class[label]
-        order = rng.permutation(len(group))
-        k = int(round(len(group) * fraction))
-        carve += [group[i] for i in order[:k]]
-        keep += [group[i] for i in order[k:]]
-    return keep, carve
+def _conversion(src: Path, items: list[tuple[Path, int, str]], classes: list[str], name: str) -> Conversion:
+    samples = [SourceSample(split=s, image=p, ann={"label": y}, where=str(p)) for p, y, s in items]
+    meta = Meta(classes=classes, tasks=["cls"], source=f"{name}:{src.name}")
+    return Conversion(meta=meta, samples=samples, root=src, total=len(samples))
 
 
-def convert_image_folder(src: str | Path, out: str | Path, *, val_fraction: float = 0.2,
-                         test_fraction: float = 0.0, seed: int = 0, max_count: int = 1000,
-                         overwrite: bool = False, progress: bool = True) -> dict:
-    """Converts ``src/{train,val,test}/CLASS/*`` or ``src/CLASS/*`` into shards at ``out``.
+def read_image_folder(src: str | Path, *, val_fraction: float = 0.2, test_fraction: float = 0.0,
+                      seed: int = 0) -> Conversion:
+    """``src/{train,val,test}/CLASS/*`` or ``src/CLASS/*``; class ids follow sorted folder names.
 
-    With split folders they are kept; a split that is missing is carved from train by
-    ``val_fraction`` / ``test_fraction``, stratified per class with ``seed``. Without split
-    folders every split is carved that way. Class ids follow the sorted class folder names.
-    Undecodable images are dropped and counted. Returns the report written to ``out/report.json``.
+    Split folders are kept; a missing val or test split is carved from train by the fractions,
+    stratified per class with ``seed``.
     """
     src = Path(src)
     if not src.is_dir():
         raise UserError(f"{src}: no such folder")
     split_dirs = {s: src / s for s in SPLITS if (src / s).is_dir()}
-    class_roots = list(split_dirs.values()) or [src]
-    classes = sorted({d.name for root in class_roots for d in _class_dirs(root)})
+    roots = split_dirs or {"train": src}
+    classes = sorted({d.name for root in roots.values() for d in _class_dirs(root)})
     if not classes:
         raise UserError(f"{src}: no class folders (expected {src}/CLASS/IMAGE or {src}/train/CLASS/IMAGE)")
     index = {c: i for i, c in enumerate(classes)}
-
-    def listing(root: Path) -> list[tuple[Path, int]]:
-        return [(p, index[d.name]) for d in _class_dirs(root) for p in _images(d)]
-
-    splits = {s: listing(d) for s, d in split_dirs.items()} if split_dirs else {"train": listing(src)}
-    if "test" not in splits and test_fraction > 0:
-        splits["train"], splits["test"] = _stratified(splits.get("train", []), test_fraction, seed)
-    if "val" not in splits and val_fraction > 0:
-        frac = val_fraction / max(1e-9, 1 - (test_fraction if "test" not in split_dirs else 0))
-        splits["train"], splits["val"] = _stratified(splits.get("train", []), frac, seed + 1)
-    total = sum(len(v) for v in splits.values())
-    if total == 0:
+    items = [(p, index[d.name], split) for split, root in roots.items()
+             for d in _class_dirs(root) for p in _images(d)]
+    if not items:
         raise UserError(f"{src}: no images with suffixes {', '.join(sorted(IMAGE_SUFFIXES))}")
+    return _conversion(src, _carve(items, val_fraction, test_fraction, seed), classes, "imagefolder")
 
-    dropped: Counter[str] = Counter()
-    written: Counter[str] = Counter()
-    meta = Meta(classes=classes, tasks=["cls"], source=f"imagefolder:{src.name}")
-    bar = tqdm(total=total, desc=f"convert {src.name}", unit="img", disable=not progress)
-    with ShardSetWriter(out, meta=meta, max_count=max_count, overwrite=overwrite) as writer:
-        for split, items in splits.items():
-            for path, label in items:
-                bar.update()
-                try:
-                    data, ext, w, h = _encode(path)
-                except (OSError, ValueError, Image.DecompressionBombError) as e:
-                    log.warning("%s: dropped, cannot decode (%s)", path, e)
-                    dropped["image that can't be decoded"] += 1
-                    continue
-                writer.write(split, image=data, ext=ext, ann={"label": label, "width": w, "height": h,
-                                                              "source": str(path.relative_to(src))})
-                written[split] += 1
-    bar.close()
-    report = {"images_read": total, "samples_written": dict(written), "dropped": dict(dropped),
-              "classes": classes}
-    (Path(out) / "report.json").write_text(json.dumps(report, indent=1) + "\n")
-    return report
+
+def read_list_files(src: str | Path, *, lists: dict[str, Path], classes: list[str] | None = None,
+                    val_fraction: float = 0.0, test_fraction: float = 0.0, seed: int = 0) -> Conversion:
+    """ObjectiveMTL's split lists: lines of ``relative/path label`` (label an int id or a class name).
+
+    Args:
+        src: the folder the paths are relative to.
+        lists: split -> list file.
+        classes: class names by id; default: the sorted names seen, or ``0..max`` for int labels.
+    """
+    src = Path(src)
+    if not src.is_dir():
+        raise UserError(f"{src}: no such folder")
+    raw: list[tuple[Path, str, str]] = []
+    for split, path in lists.items():
+        if not Path(path).is_file():
+            raise UserError(f"{path}: no such list file")
+        for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            parts = line.rsplit(maxsplit=1)
+            if len(parts) != 2:
+                raise UserError(f"{path}:{n}: expected 'relative/path label', got {line!r}")
+            raw.append((src / parts[0], parts[1], split))
+    if not raw:
+        raise UserError(f"{src}: the list files name no images")
+    labels = [lab for _, lab, _ in raw]
+    if classes is None:
+        if all(lab.lstrip("-").isdigit() for lab in labels):
+            classes = [str(i) for i in range(max(int(lab) for lab in labels) + 1)]
+        else:
+            classes = sorted(set(labels))
+    index = {c: i for i, c in enumerate(classes)}
+    items = []
+    for path, lab, split in raw:
+        y = int(lab) if lab.lstrip("-").isdigit() else index.get(lab, -1)
+        if not 0 <= y < len(classes):
+            known = ", ".join(f"{i}={c}" for i, c in enumerate(classes[:30]))
+            raise UserError(f"{path}: label {lab!r} is not a known class (known: {known})")
+        items.append((path, y, split))
+    missing = [p for p, _, _ in items if not p.is_file()]
+    samples_items = [(p, y, s) for p, y, s in items if p.is_file()]
+    conv = _conversion(src, _carve(samples_items, val_fraction, test_fraction, seed), classes, "list")
+    # a listed path with no image behind it is a label without image: counted, not silently lost
+    conv.samples = [*conv.samples, *(SourceSample(split="train", image=None, where=str(p)) for p in missing)]
+    conv.total = len(conv.samples)
+    return conv

@@ -1,0 +1,56 @@
+"""The end of a conversion: the account table, and the data config to train on the result."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from objmtl.data.convert.engine import ConversionReport
+from objmtl.data.schema import Meta
+
+__all__ = ["print_report", "write_data_config"]
+
+
+def print_report(report: ConversionReport, *, console: Console | None = None) -> None:
+    d = report.to_dict()
+    table = Table(title="conversion account", title_justify="left")
+    table.add_column("")
+    table.add_column("count", justify="right")
+    table.add_row("images read", str(d["images_read"]))
+    for split, n in d["samples_written"].items():
+        table.add_row(f"  samples written: {split}", str(n))
+    table.add_row("  images dropped", str(d["images_dropped"]))
+    table.add_row("instances read", str(d["instances_read"]))
+    table.add_row("  instances written", str(d["instances_written"]))
+    table.add_row("  instances dropped", str(d["instances_dropped"]))
+    if d["label_files_without_image"]:
+        table.add_row("label files without image (ignored)", str(d["label_files_without_image"]))
+    for kind in ("dropped", "fixed"):
+        for reason, n in sorted(d[kind].items()):
+            table.add_row(f"{kind}: {reason}", str(n))
+    (console or Console(width=120)).print(table)
+
+
+def _task_of(meta: Meta) -> str:
+    for task in ("det", "seg", "pose", "cls"):
+        if task in meta.tasks:
+            return task
+    return "cls"
+
+
+def write_data_config(out: Path, meta: Meta) -> tuple[Path, str]:
+    """Writes ``OUT/conf/data/<name>.yaml`` and returns it with the objmtl-train command that uses it."""
+    out = Path(out).resolve()
+    name = re.sub(r"[^A-Za-z0-9_]+", "_", out.name).strip("_") or "converted"
+    path = out / "conf" / "data" / f"{name}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    command = f"objmtl-train --config-dir {out / 'conf'} data={name} task={_task_of(meta)}"
+    path.write_text(
+        f"# Written by objmtl-data convert. Train on it with:\n#   {command}\n"
+        f"# or, without this file: objmtl-train task={_task_of(meta)} data=shards data.root={out}\n"
+        "defaults:\n  - shards\n  - _self_\n\n"
+        f"root: {out}\n", encoding="utf-8")
+    return path, command
