@@ -16,7 +16,6 @@ import json
 import logging
 import math
 import multiprocessing as mp
-import tarfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 
 from objmtl.data.schema import SPLITS, read_meta
+from objmtl.data.tar_members import iter_members
 from objmtl.errors import UserError
 
 __all__ = ["ShardDataset", "decode_sample", "iter_shard"]
@@ -46,28 +46,37 @@ class _Segment:
 
 
 def iter_shard(url: str, start: int = 0, stop: int | None = None) -> Iterator[dict[str, Any]]:
-    """Yields raw samples ``{"__key__", "__url__", ext: bytes}`` with index in [start, stop)."""
-    index, current, key = -1, None, None
-    with wds.gopen(url, "rb") as stream, tarfile.open(fileobj=stream, mode="r|*") as tar:
-        for member in tar:
-            if not member.isfile():
-                continue
-            name = member.name.rsplit("/", 1)[-1]
-            k, _, ext = name.partition(".")
-            if k != key:
-                if current is not None:
+    """Yields raw samples ``{"__key__", "__url__", ext: bytes}`` with index in [start, stop).
+
+    Members of samples before ``start`` are skipped without being read (seeked over where the
+    stream allows). A tar that can't be read is a :class:`UserError` naming the shard.
+    """
+    state = {"index": -1, "key": None}
+
+    def want(name: str) -> bool:
+        k = name.rsplit("/", 1)[-1].partition(".")[0]
+        if k != state["key"]:
+            state["key"], state["index"] = k, state["index"] + 1
+        return state["index"] >= start and (stop is None or state["index"] < stop)
+
+    current: dict[str, Any] | None = None
+    try:
+        with wds.gopen(url, "rb") as stream:
+            for name, data in iter_members(stream, want):
+                if stop is not None and state["index"] >= stop:
+                    break
+                k, _, ext = name.rsplit("/", 1)[-1].partition(".")
+                if current is not None and current["__key__"] != k:
                     yield current
                     current = None
-                key, index = k, index + 1
-                if stop is not None and index >= stop:
-                    return
-                if index >= start:
-                    current = {"__key__": k, "__url__": url}
-            if current is not None:
-                f = tar.extractfile(member)
-                current[ext.lower()] = f.read() if f else b""
-        if current is not None:
-            yield current
+                if data is not None:
+                    if current is None:
+                        current = {"__key__": k, "__url__": url}
+                    current[ext.lower()] = data
+    except (ValueError, EOFError, UnicodeDecodeError) as e:
+        raise UserError(f"{url}: unreadable shard ({e})") from None
+    if current is not None:
+        yield current
 
 
 def decode_sample(raw: dict[str, Any]) -> dict[str, Any]:
