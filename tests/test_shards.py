@@ -115,3 +115,41 @@ def test_undecodable_image_is_skipped_and_counted(tmp_path: Path) -> None:
     strict = ShardDataset(root=root, split="train", on_decode_error="raise")
     with pytest.raises(UserError, match=r"000000.tar: sample 000000002: cannot decode"):
         list(strict)
+
+
+@pytest.mark.parametrize("fmt", ["ustar", "gnu", "pax"])
+def test_tar_reader_follows_every_header_format(tmp_path: Path, fmt: str) -> None:
+    import tarfile
+
+    from objmtl.data.shard_reader import iter_shard
+
+    path = tmp_path / "x.tar"
+    long_dir = "d" * 120  # longer than a ustar name field: GNU long names / pax paths / ustar prefix
+    fmt_id = {"ustar": tarfile.USTAR_FORMAT, "gnu": tarfile.GNU_FORMAT, "pax": tarfile.PAX_FORMAT}[fmt]
+    with tarfile.open(path, "w", format=fmt_id) as tar:
+        for key in ("a1", "a2", "a3"):
+            for ext, data in (("json", b'{"label": 0}'), ("png", key.encode() * 300)):
+                info = tarfile.TarInfo(f"{long_dir}/{key}.{ext}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    got = list(iter_shard(str(path)))
+    assert [s["__key__"] for s in got] == ["a1", "a2", "a3"]
+    assert got[1]["png"] == b"a2" * 300 and got[1]["json"] == b'{"label": 0}'
+    assert [s["__key__"] for s in iter_shard(str(path), 1, 2)] == ["a2"]
+
+
+def test_corrupt_or_truncated_tar_is_one_clear_error(tmp_path: Path) -> None:
+    from objmtl.data.shard_reader import iter_shard
+
+    root = tmp_path / "s"
+    with ShardSetWriter(root, meta=_meta()) as w:
+        for i in range(3):
+            w.write("train", image=_png(np.full((16, 16, 3), i, np.uint8)), ext="png", ann={"label": 0})
+    shard = root / "train" / "000000.tar"
+    data = shard.read_bytes()
+    shard.write_bytes(data[: len(data) // 2])
+    with pytest.raises(UserError, match=r"000000.tar: unreadable shard \(tar ends (inside|without)"):
+        list(iter_shard(str(shard)))
+    shard.write_bytes(b"this is not a tar file at all" * 40)
+    with pytest.raises(UserError, match="000000.tar: unreadable shard"):
+        list(iter_shard(str(shard)))

@@ -61,12 +61,18 @@ def iter_members(f: BinaryIO, want: Callable[[str], bool]) -> Iterator[tuple[str
     override: str | None = None
     while True:
         header = f.read(_BLOCK)
-        if len(header) < _BLOCK or not header.strip(b"\0"):
-            return
+        if not header.strip(b"\0"):
+            if len(header) < _BLOCK and not header:
+                raise EOFError("tar ends without its end-of-archive block (truncated?)")
+            return  # the zero block that ends an archive
+        if len(header) < _BLOCK:
+            raise EOFError("tar ends inside a header")
         try:
-            size, kind = _number(header[124:136]), header[156:157]
+            size, kind, checksum = _number(header[124:136]), header[156:157], _number(header[148:156])
         except ValueError:
             raise ValueError("not a tar header") from None
+        if checksum != sum(header[:148]) + 256 + sum(header[156:]):  # the checksum field counts as spaces
+            raise ValueError("not a tar header (bad checksum)")
         padded = -(-size // _BLOCK) * _BLOCK
         if kind in (b"L", b"x"):  # the next member's name: GNU long name, or a pax record
             data = _read(f, size)

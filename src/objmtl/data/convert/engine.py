@@ -15,8 +15,8 @@ import json
 import math
 import multiprocessing as mp
 import warnings
-from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -65,7 +65,9 @@ class SourceSample:
         split: ``train``, ``val`` or ``test``.
         image: the image file; None for a label file whose image is missing (counted, dropped).
         ann: the annotation in source pixels (schema keys; instances as parallel lists).
-        mask: a semantic mask file of source ids (mapped by the conversion's ``mask_lut``).
+        mask: the semantic mask of source ids (mapped by the conversion's ``mask_lut``): a PNG
+            file, an HxW uint8 array, or a picklable callable returning one (rendered in the
+            worker, so masks of a large set are never all in memory).
         where: the label file (or image) to name in messages.
         events: reasons the reader already found for this sample (e.g. no label file).
     """
@@ -73,7 +75,7 @@ class SourceSample:
     split: str
     image: Path | None
     ann: dict[str, Any] = field(default_factory=dict)
-    mask: Path | None = None
+    mask: Path | np.ndarray | Callable[[], np.ndarray] | None = None
     where: str = ""
     events: list[str] = field(default_factory=list)
 
@@ -224,10 +226,14 @@ def _area(box: list[float], rings: list[list[float]] | None) -> float:
     return round((box[2] - box[0]) * (box[3] - box[1]), 2)
 
 
-def _read_mask(path: Path, size: tuple[int, int], lut: np.ndarray | None, events: list[str]) -> bytes | None:
+def _read_mask(mask: Path | np.ndarray | Callable[[], np.ndarray], size: tuple[int, int],
+               lut: np.ndarray | None, events: list[str]) -> bytes | None:
     try:
-        with Image.open(path) as m:
-            ids = np.asarray(m if m.mode in ("L", "P") else m.convert("L"))
+        if isinstance(mask, Path):
+            with Image.open(mask) as m:
+                ids = np.asarray(m if m.mode in ("L", "P") else m.convert("L"))
+        else:
+            ids = np.asarray(mask() if callable(mask) else mask)
     except (OSError, ValueError):
         events.append(MASK_UNDECODABLE)
         return None
@@ -254,7 +260,8 @@ def _prepare(sample: SourceSample, *, root: Path, lut: np.ndarray | None) -> dic
     if sample.image is None:
         result["orphan"] = True
         return result
-    if not _inside(sample.image, root) or (sample.mask is not None and not _inside(sample.mask, root)):
+    mask_file = sample.mask if isinstance(sample.mask, Path) else None
+    if not _inside(sample.image, root) or (mask_file is not None and not _inside(mask_file, root)):
         events.append(OUTSIDE_ROOT)
         return result
     try:
@@ -282,8 +289,16 @@ def _results(conv: Conversion, workers: int) -> Iterator[dict[str, Any]]:
     if workers <= 1:
         yield from map(work, conv.samples)
         return
+    # apply_async with a bounded window, not Pool.imap: imap's feeder thread would pull the whole
+    # sample stream into memory ahead of the workers
     with mp.get_context("fork").Pool(workers) as pool:
-        yield from pool.imap(work, conv.samples, chunksize=8)
+        window: deque = deque()
+        for sample in conv.samples:
+            window.append(pool.apply_async(work, (sample,)))
+            if len(window) >= 64 * workers:
+                yield window.popleft().get()
+        while window:
+            yield window.popleft().get()
 
 
 def run_conversion(conv: Conversion, out: str | Path, *, workers: int = 2, strict: bool = False,
