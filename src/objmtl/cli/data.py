@@ -18,7 +18,7 @@ def _synth(args: argparse.Namespace) -> None:
                            overwrite=args.overwrite, progress=True)
     counts = ", ".join(f"{s} {meta.count(s)}" for s in meta.splits)
     print(f"wrote {args.out}: {counts}; classes: {', '.join(meta.classes)}")
-    print(f"train on it: objmtl-train data=shards data.root={args.out}")
+    print(f"train on it: objmtl-train data.root={args.out}   (the synth recipe: data=synth transforms)")
 
 
 def _convert(args: argparse.Namespace) -> None:

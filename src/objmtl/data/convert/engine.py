@@ -14,6 +14,7 @@ import io
 import json
 import math
 import multiprocessing as mp
+import os
 import warnings
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
@@ -43,6 +44,7 @@ BOX_DEGENERATE = "degenerate box dropped"
 NON_FINITE = "instance with NaN or infinite coordinates dropped"
 POLY_SHORT = "polygon with fewer than 3 points dropped"
 POLY_CLIPPED = "polygon clipped to the image"
+POLY_NON_FINITE = "polygon with NaN or infinite coordinates dropped"
 KPT_OUTSIDE = "keypoint outside the image (set to unlabelled)"
 MASK_SIZE = "mask whose size differs from its image"
 MASK_UNDECODABLE = "mask that can't be decoded"
@@ -54,7 +56,7 @@ NO_CLASS = 254  # in a mask_lut: a source id that names no class (counted, then 
 # which reasons drop a whole image (the rest drop or fix parts of one)
 IMAGE_DROPS = {UNDECODABLE, BOMB, OUTSIDE_ROOT, MASK_SIZE, MASK_UNDECODABLE}
 INSTANCE_DROPS = {BOX_DEGENERATE, NON_FINITE, WITH_IMAGE}
-FIXES = {NO_LABEL, BOX_CLIPPED, POLY_SHORT, POLY_CLIPPED, KPT_OUTSIDE, MASK_UNKNOWN}
+FIXES = {NO_LABEL, BOX_CLIPPED, POLY_SHORT, POLY_CLIPPED, POLY_NON_FINITE, KPT_OUTSIDE, MASK_UNKNOWN}
 
 
 @dataclass
@@ -89,7 +91,7 @@ class Conversion:
     root: Path
     total: int | None = None
     mask_lut: np.ndarray | None = None  # 256 entries: source id -> training id (255 ignore, 254 no class)
-    events: Counter[str] = field(default_factory=Counter)
+    events: Counter[str] = field(default_factory=Counter)  # images the reader itself dropped, by reason
 
 
 @dataclass
@@ -100,9 +102,14 @@ class ConversionReport:
     instances_written: int = 0
     events: Counter[str] = field(default_factory=Counter)
 
+    @staticmethod
+    def _drops_image(reason: str) -> bool:
+        """Engine reasons are classified above; any other reason comes from a reader's own image drop."""
+        return reason in IMAGE_DROPS or reason not in INSTANCE_DROPS | FIXES | {NO_IMAGE}
+
     @property
     def images_dropped(self) -> int:
-        return sum(n for r, n in self.events.items() if r in IMAGE_DROPS)
+        return sum(n for r, n in self.events.items() if self._drops_image(r))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -113,7 +120,7 @@ class ConversionReport:
             "instances_written": self.instances_written,
             "instances_dropped": sum(n for r, n in self.events.items() if r in INSTANCE_DROPS),
             "label_files_without_image": self.events.get(NO_IMAGE, 0),
-            "dropped": {r: n for r, n in self.events.items() if r in IMAGE_DROPS | INSTANCE_DROPS},
+            "dropped": {r: n for r, n in self.events.items() if self._drops_image(r) or r in INSTANCE_DROPS},
             "fixed": {r: n for r, n in self.events.items() if r in FIXES},
         }
 
@@ -129,11 +136,9 @@ class ConversionReport:
 
 
 def _inside(path: Path, root: Path) -> bool:
-    try:
-        path.resolve().relative_to(root.resolve())
-        return True
-    except ValueError:
-        return False
+    """Lexically inside ``root`` (``..`` resolved, symlinks not): links placed in a data set stay allowed."""
+    p, r = os.path.abspath(path), os.path.abspath(root)
+    return p == r or p.startswith(r.rstrip(os.sep) + os.sep)
 
 
 def _read_image(path: Path) -> tuple[bytes, str, int, int]:
@@ -195,7 +200,10 @@ def _clean_instances(ann: dict[str, Any], w: int, h: int, events: list[str]) -> 
 def _clean_rings(rings: list[list[float]], w: int, h: int, events: list[str]) -> list[list[float]]:
     kept = []
     for ring in rings:
-        if len(ring) < 6 or len(ring) % 2 or not _finite(ring):
+        if not _finite(ring):
+            events.append(POLY_NON_FINITE)
+            continue
+        if len(ring) < 6 or len(ring) % 2:
             events.append(POLY_SHORT)
             continue
         xy = np.asarray(ring, dtype=np.float64).reshape(-1, 2)
@@ -209,6 +217,8 @@ def _clean_rings(rings: list[list[float]], w: int, h: int, events: list[str]) ->
 def _clean_keypoints(kps: list[list[float]], w: int, h: int, events: list[str]) -> list[list[float]]:
     out = []
     for x, y, v in kps:
+        if not _finite((v,)):
+            v = 1  # a visibility that is not a number: treat as labelled, so the position is checked
         if v and (not _finite((x, y)) or not (0 <= x <= w and 0 <= y <= h)):
             events.append(KPT_OUTSIDE)
             x, y, v = 0.0, 0.0, 0
@@ -256,7 +266,8 @@ def _prepare(sample: SourceSample, *, root: Path, lut: np.ndarray | None) -> dic
     """Everything about one sample that can run in a worker: returns what to write, and the events."""
     events = list(sample.events)
     n_inst = len(sample.ann.get("boxes", []))
-    result: dict[str, Any] = {"split": sample.split, "events": events, "n_read": n_inst, "where": sample.where}
+    result: dict[str, Any] = {"split": sample.split, "events": events, "n_read": n_inst,
+                              "where": sample.where or str(sample.image or "")}
     if sample.image is None:
         result["orphan"] = True
         return result
@@ -309,10 +320,22 @@ def run_conversion(conv: Conversion, out: str | Path, *, workers: int = 2, stric
     file and the reason, and nothing is written.
     """
     report = ConversionReport(events=Counter(conv.events))
+    report.images_read = sum(n for r, n in conv.events.items() if r != NO_IMAGE)  # read, then dropped
     if strict and conv.events:
         reason = next(iter(conv.events))
         raise UserError(f"{conv.root}: {reason} (--strict turns every drop into an error)")
     bar = tqdm(total=conv.total, desc=f"convert -> {Path(out).name}", unit="img", disable=not progress)
+    try:
+        _write_all(conv, out, report, bar, workers=workers, strict=strict, overwrite=overwrite, max_count=max_count)
+    finally:
+        bar.close()  # ends the bar's line, so an error message starts a line of its own
+    report.check_balance()
+    (Path(out) / "report.json").write_text(json.dumps(report.to_dict(), indent=1, ensure_ascii=False) + "\n")
+    return report
+
+
+def _write_all(conv: Conversion, out: str | Path, report: ConversionReport, bar: tqdm, *, workers: int,
+               strict: bool, overwrite: bool, max_count: int) -> None:
     image_id = 0
     with ShardSetWriter(out, meta=conv.meta, max_count=max_count, overwrite=overwrite) as writer:
         for res in _results(conv, workers):
@@ -336,7 +359,3 @@ def run_conversion(conv: Conversion, out: str | Path, *, workers: int = 2, stric
             writer.write(res["split"], image=res["image"], ext=res["ext"], ann=res["ann"], mask=res["mask"])
             report.samples_written[res["split"]] += 1
             report.instances_written += len(res["ann"].get("boxes", []))
-    bar.close()
-    report.check_balance()
-    (Path(out) / "report.json").write_text(json.dumps(report.to_dict(), indent=1, ensure_ascii=False) + "\n")
-    return report
