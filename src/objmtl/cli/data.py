@@ -7,7 +7,9 @@ import sys
 from pathlib import Path
 
 from objmtl.cli.errors import report_user_errors
+from objmtl.data.browse import add_browse_parser
 from objmtl.data.convert import FORMATS
+from objmtl.data.inspect import add_inspect_parser
 
 
 def _synth(args: argparse.Namespace) -> None:
@@ -32,16 +34,6 @@ def _convert(args: argparse.Namespace) -> None:
     path, command = write_data_config(args.out, conversion.meta)
     print(f"report: {args.out / 'report.json'}\ndata config: {path}\ntrain on it: {command}")
     print(f"   or: objmtl-train data=shards data.root={args.out}")
-
-
-def _inspect(args: argparse.Namespace) -> None:
-    from objmtl.data.schema import read_meta
-
-    meta = read_meta(args.root)
-    print(f"{args.root}: schema v{meta.schema_version}, tasks {', '.join(meta.tasks)}, "
-          f"{meta.num_classes} classes")
-    for split, shards in meta.splits.items():
-        print(f"  {split:<6} {meta.count(split):>8} samples in {len(shards)} shards")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,9 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--overwrite", action="store_true")
     c.set_defaults(func=_convert)
 
-    i = sub.add_parser("inspect", help="counts per split from meta.json")
-    i.add_argument("root", type=Path)
-    i.set_defaults(func=_inspect)
+    add_inspect_parser(sub)
+    add_browse_parser(sub)
     return p
 
 
