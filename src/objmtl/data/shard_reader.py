@@ -259,13 +259,14 @@ class ShardDataset(IterableDataset):
                     return
 
     def _shuffled(self, stream: Iterator[dict], rng: np.random.Generator) -> Iterator[dict]:
+        """A shuffle buffer that starts yielding after a few samples and grows to ``shuffle_buffer``."""
         if not self.shuffle or self.shuffle_buffer <= 1:
             yield from stream
             return
         buf: list[dict] = []
-        for item in stream:
+        for seen, item in enumerate(stream, 1):
             buf.append(item)
-            if len(buf) >= self.shuffle_buffer:
+            if len(buf) >= min(self.shuffle_buffer, 64 + seen // 2):
                 i = int(rng.integers(len(buf)))
                 buf[i], buf[-1] = buf[-1], buf[i]
                 yield buf.pop()

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
+import tarfile
 import tempfile
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
-
-import webdataset as wds
 
 from objmtl.data.schema import SPLITS, Meta, ShardInfo, validate_annotation, write_meta
 from objmtl.errors import UserError
@@ -24,7 +24,7 @@ class _SplitWriter:
         self.folder = folder
         self.max_count, self.max_bytes = max_count, max_bytes
         self.shards: list[ShardInfo] = []
-        self._tar: wds.TarWriter | None = None
+        self._tar: tarfile.TarFile | None = None
         self._count = self._bytes = 0
         self.total = 0
 
@@ -32,7 +32,13 @@ class _SplitWriter:
         if self._tar is None or self._count >= self.max_count or self._bytes + nbytes > self.max_bytes:
             self._rotate()
         assert self._tar is not None
-        self._tar.write(sample)
+        key = sample["__key__"]
+        for ext, data in sample.items():
+            if ext == "__key__":
+                continue
+            info = tarfile.TarInfo(f"{key}.{ext}")
+            info.size, info.mode, info.mtime = len(data), 0o444, 0
+            self._tar.addfile(info, io.BytesIO(data))
         self._count += 1
         self._bytes += nbytes
         self.total += 1
@@ -41,7 +47,9 @@ class _SplitWriter:
         self._close_current()
         name = f"{len(self.shards):06d}.tar"
         self.folder.mkdir(parents=True, exist_ok=True)
-        self._tar = wds.TarWriter(str(self.folder / name), encoder=False, mtime=0.0)
+        # GNU headers: one per member (pax adds a second, which doubles the reader's header work).
+        # tarfile itself, not webdataset's TarWriter: that one ignores its format argument.
+        self._tar = tarfile.open(self.folder / name, "w", format=tarfile.GNU_FORMAT)  # noqa: SIM115 - closed on rotate
         self.shards.append(ShardInfo(file=name, count=0))
         self._count = self._bytes = 0
 

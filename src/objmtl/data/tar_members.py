@@ -59,6 +59,7 @@ def iter_members(f: BinaryIO, want: Callable[[str], bool]) -> Iterator[tuple[str
     Raises ValueError on a header that is not tar, EOFError on a truncated member.
     """
     override: str | None = None
+    first = True
     while True:
         header = f.read(_BLOCK)
         if not header.strip(b"\0"):
@@ -71,8 +72,10 @@ def iter_members(f: BinaryIO, want: Callable[[str], bool]) -> Iterator[tuple[str
             size, kind, checksum = _number(header[124:136]), header[156:157], _number(header[148:156])
         except ValueError:
             raise ValueError("not a tar header") from None
-        if checksum != sum(header[:148]) + 256 + sum(header[156:]):  # the checksum field counts as spaces
+        # the first header's checksum tells a tar from another file (the field counts as spaces)
+        if first and checksum != sum(header[:148]) + 256 + sum(header[156:]):
             raise ValueError("not a tar header (bad checksum)")
+        first = False
         padded = -(-size // _BLOCK) * _BLOCK
         if kind in (b"L", b"x"):  # the next member's name: GNU long name, or a pax record
             data = _read(f, size)
