@@ -81,3 +81,11 @@ def test_objmtl_test_refuses_a_pickle_that_is_not_weights(tmp_path: Path) -> Non
     result = run_cli("objmtl-test", str(bad))
     assert result.returncode == 2
     assert result.stderr.startswith(f"error: {bad}: ") and "Traceback" not in result.stderr
+
+
+def test_objmtl_test_on_a_file_that_is_no_checkpoint(tmp_path: Path) -> None:
+    text = tmp_path / "notes.ckpt"
+    text.write_text("just text")
+    result = run_cli("objmtl-test", str(text))
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: {text}: not a checkpoint (neither torch's zip format nor a pickle)"

@@ -120,3 +120,19 @@ def test_seed_and_deterministic_repeat_exactly(synth_root: Path, tmp_path: Path)
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
+
+
+def test_last_checkpoint_every_epoch_even_when_validation_is_rarer(synth_root: Path, tmp_path: Path) -> None:
+    _short_run(synth_root, tmp_path, "trainer.check_val_every_n_epoch=5", epochs=2)
+    assert _global_step(tmp_path / "checkpoints" / "last.ckpt") == (6, 1)
+
+
+def test_objmtl_test_refuses_unknown_override_keys(synth_root: Path, tmp_path: Path) -> None:
+    from objmtl.errors import UserError
+    from objmtl.runs.evaluate import evaluate
+
+    _short_run(synth_root, tmp_path, epochs=1)
+    with pytest.raises(UserError, match="'data.num_worker' is not a key of the stored config"):
+        evaluate(tmp_path, overrides=["data.num_worker=0"])
+    metrics = evaluate(tmp_path, overrides=["data.num_workers=0"])  # no --split: the set has a test split
+    assert 0 <= metrics["test/acc"] <= 1

@@ -84,3 +84,30 @@ def test_strict_refuses_and_leaves_nothing(source: Path, tmp_path: Path) -> None
         run_conversion(conv, tmp_path / "out", workers=0, strict=True, progress=False)
     assert not (tmp_path / "out").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["src"]
+
+
+def test_list_files_relative_to_src_and_image_folder_layout_checks(tmp_path: Path) -> None:
+    from tests.helpers import run_cli
+
+    src = tmp_path / "src"
+    for cls in ("a", "b"):
+        (src / cls).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(np.full((8, 8, 3), i, np.uint8)).save(src / cls / f"{i}.png")
+    (src / "a" / "notes.txt").write_text("not an image")
+    (src / "train.txt").write_text("".join(f"{c}/{i}.png {c}\n" for c in "ab" for i in range(3)) + "a/9.png a\n")
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    result = run_cli("objmtl-data", "convert", "--format", "list", "--src", str(src), "--ann", "train=train.txt",
+                     "--val-fraction", "0", "--out", str(tmp_path / "list"), cwd=elsewhere)
+    assert result.returncode == 0, result.stderr
+    report = __import__("json").loads((tmp_path / "list" / "report.json").read_text())
+    assert report["samples_written"] == {"train": 6} and report["label_files_without_image"] == 1
+    from objmtl.data.convert.engine import NOT_IMAGE_FILE
+    from objmtl.data.convert.image_folder import read_image_folder
+
+    conv = read_image_folder(src, val_fraction=0)
+    assert conv.events == Counter({NOT_IMAGE_FILE: 1}) and conv.meta.classes == ["a", "b"]
+    (src / "c").mkdir()
+    with pytest.raises(UserError, match="class folder.s. without images: c"):
+        read_image_folder(src)

@@ -10,6 +10,7 @@ from objmtl.cli.errors import report_user_errors
 from objmtl.data.browse import add_browse_parser
 from objmtl.data.convert import FORMATS
 from objmtl.data.inspect import add_inspect_parser
+from objmtl.errors import UserError
 
 
 def _synth(args: argparse.Namespace) -> None:
@@ -27,13 +28,16 @@ def _convert(args: argparse.Namespace) -> None:
     from objmtl.data.convert import reader_for, run_conversion
     from objmtl.data.convert.summary import print_report, write_data_config
 
+    if args.out.exists() and not args.overwrite:
+        raise UserError(f"{args.out}: already exists (--overwrite replaces it)")
     conversion = reader_for(args.format)(args)
     report = run_conversion(conversion, args.out, workers=args.workers, strict=args.strict,
                             overwrite=args.overwrite, max_count=args.max_count)
     print_report(report)
     path, command = write_data_config(args.out, conversion.meta)
     print(f"report: {args.out / 'report.json'}\ndata config: {path}\ntrain on it: {command}")
-    print(f"   or: objmtl-train data=shards data.root={args.out}")
+    if command.startswith("objmtl-train"):
+        print(f"   or: objmtl-train data=shards data.root={args.out}")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -16,7 +16,8 @@ def build_parser() -> argparse.ArgumentParser:
                "e.g. data.num_workers=0.")
     p.add_argument("source", type=Path, help="a run directory (uses its best checkpoint) or a .ckpt file")
     p.add_argument("--data", type=Path, default=None, help="evaluate on this shard set instead of the run's")
-    p.add_argument("--split", choices=("val", "test"), default="test")
+    p.add_argument("--split", choices=("val", "test"), default=None,
+                   help="default: test when the data has a test split, else val")
     p.add_argument("--out", type=Path, default=None,
                    help="metrics JSON (default RUN_DIR/eval_<split>/metrics.json)")
     p.add_argument("--batch-size", type=int, default=None)

@@ -79,7 +79,7 @@ class ShardSetWriter:
                  max_bytes: int = 256 * 2**20, overwrite: bool = False) -> None:
         self.root = Path(root)
         if self.root.exists() and not overwrite:
-            raise UserError(f"{self.root}: already exists (pass overwrite to replace it)")
+            raise UserError(f"{self.root}: already exists (--overwrite replaces it)")
         self.meta = meta
         self.max_count, self.max_bytes = max_count, max_bytes
         self.overwrite = overwrite

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +22,18 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such checkpoint file")
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if not (magic.startswith(b"PK") or magic[:1] == b"\x80"):  # torch's zip format, or a legacy pickle
+        raise UserError(f"{path}: not a checkpoint (neither torch's zip format nor a pickle)")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"{path}: refused, it needs objects that weights_only loading does not allow ({first})")\
-            from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
-        raise UserError(f"{path}: not a readable checkpoint ({type(e).__name__}: {str(e)[:200]})") from None
+        raise UserError(f"{path}: refused: it holds objects that safe (weights_only) loading does not allow "
+                        f"({first[:160]}); only load it with full unpickling if you trust its source") from None
+    except Exception as e:  # noqa: BLE001 - a truncated or foreign file fails in many ways inside torch
+        raise UserError(f"{path}: not a readable checkpoint ({type(e).__name__}: {str(e)[:160]})") from None
     if not isinstance(obj, dict):
         raise UserError(f"{path}: holds a {type(obj).__name__}, not a checkpoint dict")
     return obj

@@ -14,7 +14,9 @@ from omegaconf import OmegaConf, open_dict
 from objmtl.config import register_resolvers
 from objmtl.errors import UserError
 from objmtl.runs.checkpoint import config_from_checkpoint, load_checkpoint, state_dict_of
-from objmtl.runs.train import _apply_overrides, _quiet_lightning, build_task
+from objmtl.runs.overrides import apply_overrides
+from objmtl.runs.quiet import quiet_lightning
+from objmtl.runs.train import build_task
 
 __all__ = ["evaluate", "find_checkpoint"]
 
@@ -32,35 +34,43 @@ def find_checkpoint(path: str | Path) -> Path:
     return path
 
 
-def evaluate(source: str | Path, *, split: str = "test", data_root: str | Path | None = None,
+def evaluate(source: str | Path, *, split: str | None = None, data_root: str | Path | None = None,
              out: str | Path | None = None, overrides: Sequence[str] = (),
              accelerator: str = "auto", batch_size: int | None = None) -> dict[str, float]:
     """Evaluates a run's checkpoint on ``split`` of its data (or of ``data_root``).
 
+    ``split=None`` takes ``test`` when the data has one, else ``val``.
+
     Metrics are printed and written to ``out`` (default: ``RUN_DIR/eval_<split>/metrics.json``,
     beside the pictures the task draws).
     """
-    if split not in ("val", "test"):
+    if split not in (None, "val", "test"):
         raise UserError(f"--split {split}: use val or test")
     register_resolvers()
-    _quiet_lightning()
+    quiet_lightning()
     ckpt_path = find_checkpoint(source)
     ckpt = load_checkpoint(ckpt_path)
     cfg = OmegaConf.create(config_from_checkpoint(ckpt, ckpt_path))
-    _apply_overrides(cfg, overrides, why="objmtl-test")
+    apply_overrides(cfg, overrides, why="objmtl-test")
     run_dir = ckpt_path.parent.parent if ckpt_path.parent.name == "checkpoints" else ckpt_path.parent
-    work = Path(out).parent if out else run_dir / f"eval_{split}"
     with open_dict(cfg):
         if data_root is not None:
-            cfg.data.root, cfg.data.synth = str(data_root), None
+            cfg.data.root, cfg.data.synth, cfg.data.sources = str(data_root), None, None
         if batch_size:
             cfg.data.eval_batch_size = batch_size
-        cfg.paths.output_dir = str(work)
 
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
-    if datamodule.read_meta().count(datamodule.splits[split]) == 0:
-        raise UserError(f"{datamodule.root}: split {split!r} has no samples")
+    meta = datamodule.read_meta()
+    if split is None:
+        split = "test" if meta.count(datamodule.splits["test"]) else "val"
+    if meta.count(datamodule.splits[split]) == 0:
+        other = "val" if split == "test" else "test"
+        raise UserError(f"{datamodule.root}: split {split!r} has no samples"
+                        + (f" (try --split {other})" if meta.count(datamodule.splits[other]) else ""))
+    work = Path(out).parent if out else run_dir / f"eval_{split}"
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(work)
     task = build_task(cfg, for_training=False)
     task.model.load_state_dict(state_dict_of(ckpt))
     trainer = L.Trainer(accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,15 +17,13 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from objmtl.config import register_resolvers
 from objmtl.errors import UserError
 from objmtl.runs.checkpoint import config_from_checkpoint, load_checkpoint, load_weights
+from objmtl.runs.overrides import apply_overrides
+from objmtl.runs.quiet import quiet_lightning
 from objmtl.tasks.base import BaseTask
 
 __all__ = ["build_task", "train"]
 
 log = logging.getLogger(__name__)
-
-GROUPS = ("task", "model", "data", "trainer", "optim", "sched", "callbacks", "logger", "paths", "hydra",
-          "experiment", "debug", "hparams_search")
-
 
 def _choice(group: str) -> str | None:
     if HydraConfig.initialized():
@@ -48,19 +45,6 @@ def _check_task_model(cfg: DictConfig) -> None:
                         f"choose a {task} model (for task=cls: model=resnet_cls)")
 
 
-def _apply_overrides(cfg: DictConfig, overrides: Sequence[str], *, why: str) -> None:
-    """Applies ``key=value`` overrides to a stored config (groups can't change there)."""
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        key = key.lstrip("+")
-        if not sep or key.startswith("~") or key.split(".")[0] in ("resume", "ckpt_path", "hydra"):
-            continue
-        if key in GROUPS:
-            raise UserError(f"{why}: '{item}' would change the config group {key}, which is stored with "
-                            f"the run; override fields instead (e.g. trainer.max_epochs=20)")
-        OmegaConf.update(cfg, key, yaml.safe_load(value) if value else None, force_add=True)
-
-
 def _stored_config(cfg: DictConfig, overrides: Sequence[str]) -> tuple[DictConfig, str | None]:
     """For resume / ckpt_path: the config stored with the run, plus this command's overrides."""
     if cfg.get("resume"):
@@ -71,12 +55,12 @@ def _stored_config(cfg: DictConfig, overrides: Sequence[str]) -> tuple[DictConfi
         if not ckpt.is_file():
             raise UserError(f"resume={run}: {ckpt} is missing, so there is nothing to resume")
         stored = OmegaConf.load(run / "config.yaml")
-        _apply_overrides(stored, overrides, why=f"resume={run}")
+        apply_overrides(stored, overrides, why=f"resume={run}")
         stored.resume, stored.paths.output_dir = str(run), str(run)
         return stored, str(ckpt)
     if cfg.get("ckpt_path"):
         stored = OmegaConf.create(config_from_checkpoint(load_checkpoint(cfg.ckpt_path), cfg.ckpt_path))
-        _apply_overrides(stored, overrides, why=f"ckpt_path={cfg.ckpt_path}")
+        apply_overrides(stored, overrides, why=f"ckpt_path={cfg.ckpt_path}")
         stored.ckpt_path, stored.resume = str(cfg.ckpt_path), None
         stored.paths.output_dir = str(cfg.paths.output_dir)
         return stored, str(cfg.ckpt_path)
@@ -131,26 +115,6 @@ def _summary(trainer: L.Trainer, run_dir: Path) -> dict[str, Any]:
     return out
 
 
-def _quiet_lightning() -> None:
-    """Lightning's records go through the root logger once (Hydra's console and file), minus ads."""
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
-        logger = logging.getLogger(name)
-        for handler in list(logger.handlers):
-            if isinstance(handler, logging.StreamHandler) and logging.getLogger().handlers:
-                logger.removeHandler(handler)
-    # our streaming datasets define __len__ per rank and deal whole batches to workers, so it is exact
-    warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
-    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
-    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
-    if not any(isinstance(f, _DropTips) for f in rank_zero.filters):
-        rank_zero.addFilter(_DropTips())
-
-
-class _DropTips(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "Tip:" not in str(record.msg)
-
-
 def train(cfg: DictConfig, *, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Trains (and, unless ``test_after_fit=false``, tests) as ``cfg`` says.
 
@@ -158,7 +122,7 @@ def train(cfg: DictConfig, *, overrides: Sequence[str] = ()) -> dict[str, Any]:
     metrics, the best checkpoint and its score, and the test metrics.
     """
     register_resolvers()
-    _quiet_lightning()
+    quiet_lightning()
     cfg, fit_ckpt = _stored_config(cfg, overrides)
     _check_task_model(cfg)
     run_dir = Path(cfg.paths.output_dir)
@@ -201,7 +165,8 @@ def _print_where(run_dir: Path, summary: dict[str, Any]) -> None:
     lines = [f"run directory:  {run_dir}"]
     if best:
         lines.append(f"best checkpoint: {best['checkpoint']}  ({best['metric']} = {best['value']:.4f})")
-    lines.append(f"last checkpoint: {run_dir / 'checkpoints' / 'last.ckpt'}")
+    if (run_dir / "checkpoints" / "last.ckpt").is_file():
+        lines.append(f"last checkpoint: {run_dir / 'checkpoints' / 'last.ckpt'}")
     lines.append(f"metrics:        {run_dir / 'metrics.json'}")
     lines.append(f"plots:          {run_dir / 'plots'}")
     for split in ("val", "test"):

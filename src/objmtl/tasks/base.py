@@ -56,9 +56,6 @@ class BaseTask(L.LightningModule):
         run_config: the run config as plain containers; stored in every checkpoint.
     """
 
-    main_metric = "val/loss"
-    main_mode = "min"
-
     def __init__(self, *, model: nn.Module, optimizer: OptimizerFactory | None = None,
                  scheduler: SchedulerFactory | None = None, run_config: dict[str, Any] | None = None) -> None:
         super().__init__()

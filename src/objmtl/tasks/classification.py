@@ -23,9 +23,6 @@ class ClassificationTask(BaseTask):
     ``test/``; writes ``plots/confusion_{val,test}.png`` at the end of each evaluation.
     """
 
-    main_metric = "val/acc"
-    main_mode = "max"
-
     def __init__(self, *, model: nn.Module, class_names: list[str], optimizer: OptimizerFactory | None = None,
                  scheduler: SchedulerFactory | None = None, label_smoothing: float = 0.0,
                  run_config: dict[str, Any] | None = None) -> None:

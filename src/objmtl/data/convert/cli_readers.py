@@ -18,10 +18,10 @@ def from_args(fmt: str) -> Callable[[argparse.Namespace], Conversion]:
                                  seed=args.seed)
 
     def lists(args: argparse.Namespace) -> Conversion:
-        files = split_files(args.ann, "--ann")
+        files = split_files(args.ann, "--ann", src=args.src)
         if not files:
             raise UserError("--format list needs --ann SPLIT=FILE (e.g. --ann train=train.txt)")
-        names = class_names(args.names) if args.names else None
+        names = class_names(args.names, src=args.src) if args.names else None
         return read_list_files(args.src, lists={s: Path(f) for s, f in files.items()}, classes=names,
                                val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed)
 

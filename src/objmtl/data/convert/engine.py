@@ -31,7 +31,7 @@ from objmtl.data.schema import IGNORE_INDEX, INSTANCE_KEYS, Meta
 from objmtl.data.shard_writer import ShardSetWriter
 from objmtl.errors import UserError
 
-__all__ = ["Conversion", "ConversionReport", "SourceSample", "run_conversion"]
+__all__ = ["Conversion", "ConversionReport", "SourceSample", "inside", "run_conversion"]
 
 # reasons, as they appear in the report
 UNDECODABLE = "image that can't be decoded"
@@ -50,12 +50,14 @@ MASK_SIZE = "mask whose size differs from its image"
 MASK_UNDECODABLE = "mask that can't be decoded"
 MASK_UNKNOWN = "mask pixels with no class (set to ignore)"
 WITH_IMAGE = "instances of a dropped image"
+NOT_IMAGE_FILE = "file that is not an image (ignored)"
 
 NO_CLASS = 254  # in a mask_lut: a source id that names no class (counted, then written as ignore)
 
-# which reasons drop a whole image (the rest drop or fix parts of one)
+# which reasons drop a whole image (the rest drop or fix parts of one, or concern no image at all)
 IMAGE_DROPS = {UNDECODABLE, BOMB, OUTSIDE_ROOT, MASK_SIZE, MASK_UNDECODABLE}
 INSTANCE_DROPS = {BOX_DEGENERATE, NON_FINITE, WITH_IMAGE}
+IGNORED = {NO_IMAGE, NOT_IMAGE_FILE}  # files that are not images: counted apart from images read
 FIXES = {NO_LABEL, BOX_CLIPPED, POLY_SHORT, POLY_CLIPPED, POLY_NON_FINITE, KPT_OUTSIDE, MASK_UNKNOWN}
 
 
@@ -105,7 +107,7 @@ class ConversionReport:
     @staticmethod
     def _drops_image(reason: str) -> bool:
         """Engine reasons are classified above; any other reason comes from a reader's own image drop."""
-        return reason in IMAGE_DROPS or reason not in INSTANCE_DROPS | FIXES | {NO_IMAGE}
+        return reason in IMAGE_DROPS or reason not in INSTANCE_DROPS | FIXES | IGNORED
 
     @property
     def images_dropped(self) -> int:
@@ -120,6 +122,7 @@ class ConversionReport:
             "instances_written": self.instances_written,
             "instances_dropped": sum(n for r, n in self.events.items() if r in INSTANCE_DROPS),
             "label_files_without_image": self.events.get(NO_IMAGE, 0),
+            "ignored": {r: n for r, n in self.events.items() if r in IGNORED},
             "dropped": {r: n for r, n in self.events.items() if self._drops_image(r) or r in INSTANCE_DROPS},
             "fixed": {r: n for r, n in self.events.items() if r in FIXES},
         }
@@ -135,7 +138,7 @@ class ConversionReport:
 # ---- per-sample work, run in worker processes ----
 
 
-def _inside(path: Path, root: Path) -> bool:
+def inside(path: Path, root: Path) -> bool:
     """Lexically inside ``root`` (``..`` resolved, symlinks not): links placed in a data set stay allowed."""
     p, r = os.path.abspath(path), os.path.abspath(root)
     return p == r or p.startswith(r.rstrip(os.sep) + os.sep)
@@ -272,7 +275,7 @@ def _prepare(sample: SourceSample, *, root: Path, lut: np.ndarray | None) -> dic
         result["orphan"] = True
         return result
     mask_file = sample.mask if isinstance(sample.mask, Path) else None
-    if not _inside(sample.image, root) or (mask_file is not None and not _inside(mask_file, root)):
+    if not inside(sample.image, root) or (mask_file is not None and not inside(mask_file, root)):
         events.append(OUTSIDE_ROOT)
         return result
     try:
@@ -290,7 +293,7 @@ def _prepare(sample: SourceSample, *, root: Path, lut: np.ndarray | None) -> dic
             return result
     ann = _clean_instances(dict(sample.ann), w, h, events)
     ann.update(width=w, height=h)
-    ann.setdefault("source", str(sample.image.relative_to(root)) if _inside(sample.image, root) else "")
+    ann.setdefault("source", str(sample.image.relative_to(root)) if inside(sample.image, root) else "")
     result.update(image=data, ext=ext, ann=ann, mask=mask)
     return result
 
@@ -320,7 +323,7 @@ def run_conversion(conv: Conversion, out: str | Path, *, workers: int = 2, stric
     file and the reason, and nothing is written.
     """
     report = ConversionReport(events=Counter(conv.events))
-    report.images_read = sum(n for r, n in conv.events.items() if r != NO_IMAGE)  # read, then dropped
+    report.images_read = sum(n for r, n in conv.events.items() if r not in IGNORED)  # read, then dropped
     if strict and conv.events:
         reason = next(iter(conv.events))
         raise UserError(f"{conv.root}: {reason} (--strict turns every drop into an error)")

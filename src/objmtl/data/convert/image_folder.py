@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
-from objmtl.data.convert.engine import Conversion, SourceSample
+from objmtl.data.convert.engine import NOT_IMAGE_FILE, Conversion, SourceSample
 from objmtl.data.convert.splits import split_by_ratio
 from objmtl.data.schema import SPLITS, Meta
 from objmtl.errors import UserError
@@ -62,7 +63,17 @@ def read_image_folder(src: str | Path, *, val_fraction: float = 0.2, test_fracti
              for d in _class_dirs(root) for p in _images(d)]
     if not items:
         raise UserError(f"{src}: no images with suffixes {', '.join(sorted(IMAGE_SUFFIXES))}")
-    return _conversion(src, _carve(items, val_fraction, test_fraction, seed), classes, "imagefolder")
+    found = Counter(y for _, y, _ in items)
+    empty = [c for c, i in index.items() if not found[i]]
+    if empty:  # as torchvision's ImageFolder: a class without images is a layout mistake, not a class
+        raise UserError(f"{src}: class folder(s) without images: {', '.join(empty[:10])} "
+                        "(is this an ImageFolder tree, [split/]class/image?)")
+    conv = _conversion(src, _carve(items, val_fraction, test_fraction, seed), classes, "imagefolder")
+    others = sum(1 for root in roots.values() for d in _class_dirs(root) for p in d.rglob("*")
+                 if p.is_file() and p.suffix.lower() not in IMAGE_SUFFIXES)
+    if others:
+        conv.events[NOT_IMAGE_FILE] = others
+    return conv
 
 
 def read_list_files(src: str | Path, *, lists: dict[str, Path], classes: list[str] | None = None,

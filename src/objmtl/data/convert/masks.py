@@ -32,7 +32,7 @@ import yaml
 
 from objmtl.data.convert.engine import NO_CLASS, NO_LABEL, Conversion, SourceSample
 from objmtl.data.convert.image_folder import IMAGE_SUFFIXES
-from objmtl.data.convert.options import class_names, split_files
+from objmtl.data.convert.options import class_names, locate, split_files
 from objmtl.data.convert.splits import read_split_file, split_by_ratio
 from objmtl.data.schema import IGNORE_INDEX, SPLITS, Meta
 from objmtl.errors import UserError
@@ -195,9 +195,9 @@ def from_args(fmt: str) -> Callable[[argparse.Namespace], Conversion]:
         if args.drop_background:
             raise UserError("--drop-background is not supported by --format masks (images without a mask "
                             "are kept without one and counted)")
-        return read_masks(args.src, images=args.images, masks=args.masks, class_map=args.class_map,
-                          names=class_names(args.names) if args.names else None,
-                          split_lists=split_files(args.split_file, "--split-file"),
+        return read_masks(args.src, images=args.images, masks=args.masks, class_map=locate(args.class_map, args.src) if args.class_map else None,
+                          names=class_names(args.names, src=args.src) if args.names else None,
+                          split_lists=split_files(args.split_file, "--split-file", src=args.src),
                           val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed)
 
     return masks

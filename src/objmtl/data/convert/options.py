@@ -10,27 +10,38 @@ import yaml
 from objmtl.data.convert.splits import check_split
 from objmtl.errors import UserError
 
-__all__ = ["class_names", "split_files"]
+__all__ = ["class_names", "locate", "split_files"]
 
 
-def split_files(pairs: list[str] | None, flag: str) -> dict[str, Path]:
-    """``["train=a.txt", "val=b.txt"]`` -> ``{"train": Path("a.txt"), ...}``; a bare path means train."""
+def locate(path: str | Path, src: str | Path | None) -> Path:
+    """A file named on the command line: as given if it exists, else relative to ``--src``."""
+    path = Path(path)
+    if src is not None and not path.is_absolute() and not path.exists() and (Path(src) / path).exists():
+        return Path(src) / path
+    return path
+
+
+def split_files(pairs: list[str] | None, flag: str, *, src: str | Path | None = None) -> dict[str, Path]:
+    """``["train=a.txt", "val=b.txt"]`` -> ``{"train": Path("a.txt"), ...}``; a bare path means train.
+
+    Paths are taken as given, or relative to ``src`` when only that exists.
+    """
     out: dict[str, Path] = {}
     for pair in pairs or []:
         split, sep, path = pair.partition("=")
         if not sep:
             split, path = "train", pair
-        out[check_split(split)] = Path(path)
+        out[check_split(split)] = locate(path, src)
     for split, path in out.items():
         if not path.is_file():
             raise UserError(f"{flag} {split}={path}: no such file")
     return out
 
 
-def class_names(path: str | Path) -> list[str]:
+def class_names(path: str | Path, *, src: str | Path | None = None) -> list[str]:
     """Class names by id from a YOLO data yaml (``names:`` list or ``{id: name}``), a json list or
-    mapping, or a text file with one name per line."""
-    path = Path(path)
+    mapping, or a text file with one name per line (a path as given, or relative to ``src``)."""
+    path = locate(path, src)
     if not path.is_file():
         raise UserError(f"{path}: no such names file")
     text = path.read_text(encoding="utf-8")

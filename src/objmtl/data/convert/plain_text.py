@@ -153,8 +153,8 @@ def from_args(fmt: str) -> Callable[[argparse.Namespace], Conversion]:
     """The CLI entry of ``--format text``."""
 
     def text(args: argparse.Namespace) -> Conversion:
-        names = class_names(args.names) if args.names else None
-        return read_text_lists(args.src, lists=split_files(args.ann, "--ann"), classes=names,
+        names = class_names(args.names, src=args.src) if args.names else None
+        return read_text_lists(args.src, lists=split_files(args.ann, "--ann", src=args.src), classes=names,
                                separator=args.separator, val_fraction=args.val_fraction,
                                test_fraction=args.test_fraction, seed=args.seed)
 

@@ -26,8 +26,8 @@ def print_report(report: ConversionReport, *, console: Console | None = None) ->
     table.add_row("instances read", str(d["instances_read"]))
     table.add_row("  instances written", str(d["instances_written"]))
     table.add_row("  instances dropped", str(d["instances_dropped"]))
-    if d["label_files_without_image"]:
-        table.add_row("label files without image (ignored)", str(d["label_files_without_image"]))
+    for reason, n in sorted(d["ignored"].items()):
+        table.add_row(f"ignored: {reason}", str(n))
     for kind in ("dropped", "fixed"):
         for reason, n in sorted(d[kind].items()):
             table.add_row(f"{kind}: {reason}", str(n))
@@ -35,10 +35,13 @@ def print_report(report: ConversionReport, *, console: Console | None = None) ->
 
 
 def _task_of(meta: Meta) -> str:
+    """The first task these shards carry that objmtl-train has a config for."""
+    from objmtl.config import CONFIG_DIR
+
     for task in ("det", "seg", "pose", "cls"):
-        if task in meta.tasks:
+        if task in meta.tasks and (CONFIG_DIR / "task" / f"{task}.yaml").is_file():
             return task
-    return "cls"
+    return ""
 
 
 def write_data_config(out: Path, meta: Meta) -> tuple[Path, str]:
@@ -47,10 +50,15 @@ def write_data_config(out: Path, meta: Meta) -> tuple[Path, str]:
     name = re.sub(r"[^A-Za-z0-9_]+", "_", out.name).strip("_") or "converted"
     path = out / "conf" / "data" / f"{name}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
-    command = f"objmtl-train --config-dir {out / 'conf'} data={name} task={_task_of(meta)}"
+    task = _task_of(meta)
+    if not task:
+        note = (f"# These shards carry {', '.join(meta.tasks)}; objmtl-train has no task for them yet.\n")
+        path.write_text(note + "defaults:\n  - shards\n  - _self_\n\n" + f"root: {out}\n", encoding="utf-8")
+        return path, f"(no objmtl-train task for {', '.join(meta.tasks)} yet; data config kept for when it lands)"
+    command = f"objmtl-train --config-dir {out / 'conf'} data={name} task={task}"
     path.write_text(
         f"# Written by objmtl-data convert. Train on it with:\n#   {command}\n"
-        f"# or, without this file: objmtl-train task={_task_of(meta)} data=shards data.root={out}\n"
+        f"# or, without this file: objmtl-train task={task} data=shards data.root={out}\n"
         "defaults:\n  - shards\n  - _self_\n\n"
         f"root: {out}\n", encoding="utf-8")
     return path, command

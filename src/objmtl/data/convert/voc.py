@@ -22,7 +22,6 @@ Conventions:
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ import numpy as np
 from defusedxml import DefusedXmlException
 from defusedxml import ElementTree as SafeET
 
-from objmtl.data.convert.engine import NO_CLASS, NO_LABEL, Conversion, SourceSample
+from objmtl.data.convert.engine import NO_CLASS, NO_LABEL, Conversion, SourceSample, inside
 from objmtl.data.convert.image_folder import IMAGE_SUFFIXES
 from objmtl.data.convert.options import class_names, split_files
 from objmtl.data.convert.splits import read_split_file, split_by_ratio
@@ -44,10 +43,6 @@ __all__ = ["VOC_CLASSES", "from_args", "read_voc"]
 VOC_CLASSES = ["aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
                "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
                "train", "tvmonitor"]
-
-
-def _inside(path: Path, root: Path) -> bool:
-    return os.path.commonpath([path.resolve(), root.resolve()]) == str(root.resolve())
 
 
 def _not_voc(path: Path, why: str) -> UserError:
@@ -171,7 +166,7 @@ def read_voc(src: str | Path, *, images: str = "JPEGImages", labels: str = "Anno
     chosen: dict[str, Path | None] = {}
     for stem, ann in parsed.items():
         cand = image_dir / ann["filename"] if ann["filename"] else None
-        if cand is not None and (cand.is_file() or not _inside(cand, src)):
+        if cand is not None and (cand.is_file() or not inside(cand, src)):
             chosen[stem] = cand  # a path that leaves src is passed on: the engine counts it
         else:
             chosen[stem] = by_stem.get(stem)
@@ -228,9 +223,9 @@ def from_args(fmt: str) -> Callable[[argparse.Namespace], Conversion]:
     """The CLI entry of ``--format voc``."""
 
     def voc(args: argparse.Namespace) -> Conversion:
-        names = class_names(args.names) if args.names else None
+        names = class_names(args.names, src=args.src) if args.names else None
         return read_voc(args.src, images=args.images or "JPEGImages", labels=args.labels or "Annotations",
-                        masks=args.masks, lists=split_files(args.split_file, "--split-file"), classes=names,
+                        masks=args.masks, lists=split_files(args.split_file, "--split-file", src=args.src), classes=names,
                         drop_background=args.drop_background, val_fraction=args.val_fraction,
                         test_fraction=args.test_fraction, seed=args.seed)
 

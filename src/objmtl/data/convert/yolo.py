@@ -51,7 +51,7 @@ from PIL import Image
 
 from objmtl.data.convert.engine import NO_LABEL, Conversion, SourceSample
 from objmtl.data.convert.image_folder import IMAGE_SUFFIXES
-from objmtl.data.convert.options import class_names, split_files
+from objmtl.data.convert.options import class_names, locate, split_files
 from objmtl.data.convert.splits import read_split_file, split_by_ratio
 from objmtl.data.schema import KeypointSpec, Meta
 from objmtl.errors import UserError
@@ -362,9 +362,10 @@ def from_args(fmt: str) -> Callable[[argparse.Namespace], Conversion]:
     """The CLI entry of ``objmtl-data convert --format yolo``."""
 
     def yolo(args: argparse.Namespace) -> Conversion:
-        lists = split_files(args.split_file or args.ann, "--split-file" if args.split_file else "--ann")
+        lists = split_files(args.split_file or args.ann, "--split-file" if args.split_file else "--ann", src=args.src)
         return read_yolo(args.src, images=args.images, labels=args.labels, split_lists=lists,
-                         names=args.names, task=args.task, val_fraction=args.val_fraction,
+                         names=locate(args.names, args.src) if args.names else None, task=args.task,
+                         val_fraction=args.val_fraction,
                          test_fraction=args.test_fraction, seed=args.seed,
                          drop_background=args.drop_background)
 
