@@ -81,7 +81,7 @@ def plot_curves(metrics_csv: str | Path, out: str | Path) -> Path | None:
     for ax, name in zip(axes.flat, names, strict=False):
         xs, ys = zip(*series[name], strict=True)
         by_epoch = _by_epoch(name)
-        ax.plot(xs, ys, marker="o" if by_epoch and len(xs) < 30 else None, lw=1.2)
+        ax.plot(xs, ys, marker="o" if (by_epoch and len(xs) < 30) or len(xs) == 1 else None, lw=1.2)
         ax.set(title=name, xlabel="epoch" if by_epoch else "step")
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(names):]:

@@ -1,0 +1,36 @@
+"""Ctrl-C during a conversion leaves neither the output nor a partial folder behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def test_sigint_mid_conversion_leaves_nothing(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    for cls in ("a", "b"):
+        (src / cls).mkdir(parents=True)
+        for i in range(1500):
+            Image.fromarray(np.full((16, 16, 3), i % 255, np.uint8)).save(src / cls / f"{i}.png")
+    out = tmp_path / "out"
+    exe = Path(sys.executable).parent / "objmtl-data"
+    proc = subprocess.Popen([str(exe), "convert", "--format", "imagefolder", "--src", str(src), "--out", str(out),
+                             "--max-count", "100"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not any(p.name.startswith(".out.partial-") for p in tmp_path.iterdir()):
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate()
+    time.sleep(0.5)  # some shards written
+    os.killpg(proc.pid, signal.SIGINT)  # as Ctrl-C in a terminal: the whole process group
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    assert "Traceback" not in err.decode()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
