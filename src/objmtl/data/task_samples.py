@@ -14,9 +14,10 @@ import numpy as np
 import torch
 from torch.utils.data import default_collate
 
+from objmtl.data.det_samples import DetectionSamples
 from objmtl.errors import UserError
 
-__all__ = ["ClassificationSamples", "TASK_SAMPLES", "samples_for_task"]
+__all__ = ["ClassificationSamples", "DetectionSamples", "TASK_SAMPLES", "samples_for_task"]
 
 
 def _to_tensor(image: Any) -> torch.Tensor:
@@ -52,7 +53,7 @@ class ClassificationSamples:
         return default_collate(batch)
 
 
-TASK_SAMPLES: dict[str, type] = {"cls": ClassificationSamples}
+TASK_SAMPLES: dict[str, type] = {"cls": ClassificationSamples, "det": DetectionSamples}
 
 
 def samples_for_task(task: str) -> type:
