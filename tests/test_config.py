@@ -78,7 +78,7 @@ def test_task_model_mismatch_is_one_line(tmp_path: Path) -> None:
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert lines == ["error: task=cls does not fit model=resnet_cls: that model is a det model; "
-                     "choose a cls model (for task=cls: model=resnet_cls)"]
+                     "choose a cls model (model=resnet_cls)"]
 
 
 def test_missing_data_root_is_one_line(tmp_path: Path) -> None:

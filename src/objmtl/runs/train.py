@@ -25,24 +25,42 @@ __all__ = ["build_task", "train"]
 
 log = logging.getLogger(__name__)
 
+
 def _choice(group: str) -> str | None:
     if HydraConfig.initialized():
         return HydraConfig.get().runtime.choices.get(group)
     return None
 
 
+def _kind(target: str | None) -> str | None:
+    """The task type a model class declares (its ``kind``); None for targets that declare none."""
+    try:
+        return getattr(get_class(target), "kind", None) if target else None
+    except Exception:  # noqa: BLE001 - a target that isn't a class (a function) declares no kind
+        return None
+
+
+def _models_for(task: str) -> list[str]:
+    """The model configs shipped for a task type, by the ``kind`` of their ``_target_``."""
+    from objmtl.config import CONFIG_DIR
+
+    names = []
+    for path in sorted((CONFIG_DIR / "model").glob("*.yaml")):
+        target = (yaml.safe_load(path.read_text()) or {}).get("_target_")
+        if _kind(target) == task:
+            names.append(path.stem)
+    return names
+
+
 def _check_task_model(cfg: DictConfig) -> None:
     """A model built for another task type fails here, in one line naming both."""
     target = cfg.model.get("_target_")
-    try:
-        kind = getattr(get_class(target), "kind", None) if target else None
-    except Exception:  # noqa: BLE001 - a target that isn't a class (a function) declares no kind
-        kind = None
-    task = cfg.task.name
+    kind, task = _kind(target), cfg.task.name
     if kind is not None and kind != task:
         model = _choice("model") or target
+        options = ", ".join(f"model={m}" for m in _models_for(task)) or "none shipped yet"
         raise UserError(f"task={task} does not fit model={model}: that model is a {kind} model; "
-                        f"choose a {task} model (for task=cls: model=resnet_cls)")
+                        f"choose a {task} model ({options})")
 
 
 def _stored_config(cfg: DictConfig, overrides: Sequence[str]) -> tuple[DictConfig, str | None]:
