@@ -24,13 +24,17 @@ def test_sigint_mid_conversion_leaves_nothing(tmp_path: Path) -> None:
     proc = subprocess.Popen([str(exe), "convert", "--format", "imagefolder", "--src", str(src), "--out", str(out),
                              "--max-count", "100"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             start_new_session=True)
-    deadline = time.time() + 120
-    while time.time() < deadline and not any(p.name.startswith(".out.partial-") for p in tmp_path.iterdir()):
-        time.sleep(0.05)
-    assert proc.poll() is None, proc.communicate()
-    time.sleep(0.5)  # some shards written
-    os.killpg(proc.pid, signal.SIGINT)  # as Ctrl-C in a terminal: the whole process group
-    _, err = proc.communicate(timeout=60)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not any(p.name.startswith(".out.partial-") for p in tmp_path.iterdir()):
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.5)  # some shards written
+        os.killpg(proc.pid, signal.SIGINT)  # as Ctrl-C in a terminal: the whole process group
+        _, err = proc.communicate(timeout=60)
+    finally:  # never leave a hung conversion behind
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode != 0
     assert "Traceback" not in err.decode()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]

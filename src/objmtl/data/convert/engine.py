@@ -15,6 +15,7 @@ import json
 import math
 import multiprocessing as mp
 import os
+import signal
 import warnings
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
@@ -298,6 +299,10 @@ def _prepare(sample: SourceSample, *, root: Path, lut: np.ndarray | None) -> dic
     return result
 
 
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _results(conv: Conversion, workers: int) -> Iterator[dict[str, Any]]:
     work = partial(_prepare, root=conv.root, lut=conv.mask_lut)
     if workers <= 1:
@@ -305,7 +310,9 @@ def _results(conv: Conversion, workers: int) -> Iterator[dict[str, Any]]:
         return
     # apply_async with a bounded window, not Pool.imap: imap's feeder thread would pull the whole
     # sample stream into memory ahead of the workers
-    with mp.get_context("fork").Pool(workers) as pool:
+    # workers ignore Ctrl-C: the main process alone handles it and terminates them, since a pool
+    # whose workers die of KeyboardInterrupt mid-task can leave the main process waiting forever
+    with mp.get_context("fork").Pool(workers, initializer=_ignore_sigint) as pool:
         window: deque = deque()
         for sample in conv.samples:
             window.append(pool.apply_async(work, (sample,)))
