@@ -26,10 +26,9 @@ def test_sigint_mid_conversion_leaves_nothing(tmp_path: Path) -> None:
                             start_new_session=True)
     try:
         deadline = time.time() + 120
-        while time.time() < deadline and not any(p.name.startswith(".out.partial-") for p in tmp_path.iterdir()):
-            time.sleep(0.05)
+        while time.time() < deadline and not list(tmp_path.glob(".out.partial-*/train/*.tar")):
+            time.sleep(0.02)  # until the first shard of the partial output is being written
         assert proc.poll() is None, proc.communicate()
-        time.sleep(0.5)  # some shards written
         os.killpg(proc.pid, signal.SIGINT)  # as Ctrl-C in a terminal: the whole process group
         _, err = proc.communicate(timeout=60)
     finally:  # never leave a hung conversion behind

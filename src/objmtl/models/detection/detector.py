@@ -1,0 +1,232 @@
+"""Dense one-stage detector (backbone -> neck -> head) with the ATSS losses and post-processing.
+
+Losses follow mmdet's ``ATSSHead``: sigmoid focal loss over all non-ignored anchors divided by the number
+of positives; GIoU loss of the decoded positive boxes, each weighted by its centerness target and divided
+by the sum of those targets; binary cross-entropy of the centerness logits divided by the number of
+positives. Scores at inference are ``sigmoid(cls) * sigmoid(centerness)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.ops import batched_nms, generalized_box_iou_loss, sigmoid_focal_loss
+
+from objmtl.models.detection.atss_assigner import IGNORED, atss_assign
+from objmtl.models.detection.atss_head import ATSSHead
+from objmtl.models.detection.box_coder import DeltaXYWHCoder, anchor_points_and_boxes
+from objmtl.models.detection.fpn import FPN
+
+__all__ = ["ATSS", "DenseDetector", "centerness_target"]
+
+
+def _flatten(x: Tensor) -> Tensor:
+    """[N, C, H, W] -> [N, H * W, C], locations in row-major order as the anchors."""
+    n, c = x.shape[:2]
+    return x.permute(0, 2, 3, 1).reshape(n, -1, c)  # [N, H * W, C]
+
+
+def centerness_target(anchors: Tensor, boxes: Tensor) -> Tensor:
+    """FCOS centerness of each anchor's centre in its matched box (mmdet's ATSS ``centerness_target``).
+
+    Args:
+        anchors: [P, 4] xyxy, centres inside ``boxes``.
+        boxes: [P, 4] xyxy.
+
+    Returns:
+        [P] ``sqrt(min(l, r) / max(l, r) * min(t, b) / max(t, b))`` in [0, 1].
+    """
+    cx, cy = (anchors[:, 0] + anchors[:, 2]) * 0.5, (anchors[:, 1] + anchors[:, 3]) * 0.5
+    lr = torch.stack([cx - boxes[:, 0], boxes[:, 2] - cx], dim=1).clamp(min=0)  # [P, 2]
+    tb = torch.stack([cy - boxes[:, 1], boxes[:, 3] - cy], dim=1).clamp(min=0)  # [P, 2]
+    ratio = (lr.amin(1) / lr.amax(1).clamp(min=1e-6)) * (tb.amin(1) / tb.amax(1).clamp(min=1e-6))
+    return ratio.sqrt()
+
+
+class DenseDetector(nn.Module):
+    """Backbone, neck and head with one anchor per location, trained with ATSS assignment.
+
+    Args:
+        backbone: Maps [N, 3, H, W] to a list of feature maps.
+        neck: Maps the backbone's maps to pyramid levels and declares ``strides``.
+        head: Maps the levels to ``(cls_logits, bbox_deltas, centerness)`` lists (see :class:`ATSSHead`).
+        num_classes: Foreground classes.
+        coder: Box coder of the regression deltas; mmdet's ATSS default when None.
+        octave_base_scale: Anchor side in strides.
+        anchor_offset: Anchor centre inside its cell, in strides.
+        assign_topk: ATSS candidates per level and box.
+        focal_alpha: Focal loss alpha.
+        focal_gamma: Focal loss gamma.
+        bbox_loss_weight: Weight of the GIoU loss in the total.
+        score_thresh: Minimum score of a detection.
+        nms_thresh: IoU above which NMS drops the lower-scored box of the same class.
+        topk_per_level: Candidates kept per level before NMS.
+        max_detections: Detections kept per image.
+    """
+
+    kind = "det"
+
+    def __init__(
+        self,
+        *,
+        backbone: nn.Module,
+        neck: nn.Module,
+        head: nn.Module,
+        num_classes: int,
+        coder: DeltaXYWHCoder | None = None,
+        octave_base_scale: int = 8,
+        anchor_offset: float = 0.5,
+        assign_topk: int = 9,
+        focal_alpha: float = 0.25,
+        focal_gamma: float = 2.0,
+        bbox_loss_weight: float = 2.0,
+        score_thresh: float = 0.05,
+        nms_thresh: float = 0.6,
+        topk_per_level: int = 1000,
+        max_detections: int = 100,
+    ) -> None:
+        super().__init__()
+        self.backbone, self.neck, self.head = backbone, neck, head
+        self.num_classes = num_classes
+        self.strides: list[int] = [int(s) for s in neck.strides]
+        self.coder = coder or DeltaXYWHCoder()
+        self.octave_base_scale, self.anchor_offset = octave_base_scale, anchor_offset
+        self.assign_topk = assign_topk
+        self.focal_alpha, self.focal_gamma, self.bbox_loss_weight = focal_alpha, focal_gamma, bbox_loss_weight
+        self.score_thresh, self.nms_thresh = score_thresh, nms_thresh
+        self.topk_per_level, self.max_detections = topk_per_level, max_detections
+
+    def forward(self, images: Tensor) -> dict[str, list[Tensor]]:
+        """Raw per-level outputs.
+
+        Args:
+            images: [N, 3, H, W].
+
+        Returns:
+            ``cls_logits`` [N, num_classes, H_l, W_l], ``bbox_deltas`` [N, 4, H_l, W_l] and ``centerness``
+            [N, 1, H_l, W_l], one tensor per level.
+        """
+        cls_logits, bbox_deltas, centerness = self.head(self.neck(self.backbone(images)))
+        return {"cls_logits": cls_logits, "bbox_deltas": bbox_deltas, "centerness": centerness}
+
+    def anchors(self, outputs: dict[str, list[Tensor]]) -> list[Tensor]:
+        """Per level [H_l * W_l, 4] xyxy float32 anchors (exact pixels also under fp16/bf16 autocast)."""
+        ref = outputs["cls_logits"]
+        sizes = [(int(x.shape[-2]), int(x.shape[-1])) for x in ref]
+        levels = anchor_points_and_boxes(sizes, self.strides, octave_base_scale=self.octave_base_scale,
+                                         offset=self.anchor_offset, device=ref[0].device, dtype=torch.float32)
+        return [anchors for _, anchors in levels]
+
+    def loss(self, outputs: dict[str, list[Tensor]], targets: Sequence[dict[str, Any]]) -> dict[str, Tensor]:
+        """ATSS losses of a batch.
+
+        Args:
+            outputs: :meth:`forward`'s result for N images.
+            targets: N dicts with ``boxes`` [G, 4] xyxy input pixels, ``labels`` [G] in [0, num_classes) and
+                optionally ``iscrowd`` [G] (crowd boxes make no positives; anchors inside them are ignored).
+
+        Returns:
+            ``loss`` (the weighted total), ``loss_cls``, ``loss_bbox`` (unweighted GIoU) and
+            ``loss_centerness``, each a scalar.
+        """
+        per_level = self.anchors(outputs)
+        anchors = torch.cat(per_level)  # [A, 4]
+        cls = torch.cat([_flatten(x.float()) for x in outputs["cls_logits"]], dim=1)  # [N, A, K]
+        deltas = torch.cat([_flatten(x.float()) for x in outputs["bbox_deltas"]], dim=1)  # [N, A, 4]
+        ctr = torch.cat([_flatten(x.float()) for x in outputs["centerness"]], dim=1)[..., 0]  # [N, A]
+        n, num_anchors = cls.shape[:2]
+        if len(targets) != n:
+            raise ValueError(f"{n} images but {len(targets)} targets")
+        cls_targets = torch.zeros_like(cls)  # [N, A, K]
+        valid = torch.ones(n, num_anchors, dtype=torch.bool, device=cls.device)  # [N, A]
+        positive = torch.zeros_like(valid)  # [N, A]
+        matched_boxes = anchors.new_zeros(n, num_anchors, 4)  # [N, A, 4]
+        for i, target in enumerate(targets):
+            boxes = target["boxes"].to(anchors).reshape(-1, 4)  # [G, 4]
+            labels = target["labels"].to(cls.device).long()  # [G]
+            crowd = target.get("iscrowd")
+            crowd = None if crowd is None else crowd.to(device=cls.device, dtype=torch.bool)
+            result = atss_assign(per_level, boxes, gt_ignore=crowd, topk=self.assign_topk)
+            valid[i] = result.matched_gt != IGNORED
+            pos = result.positive
+            if bool(pos.any()):
+                rows = torch.nonzero(pos).squeeze(1)  # [P_i]
+                gt = result.matched_gt[rows]  # [P_i]
+                cls_targets[i, rows, labels[gt]] = 1.0
+                matched_boxes[i, rows] = boxes[gt]
+                positive[i] = pos
+        num_pos = int(positive.sum())
+        norm = float(max(num_pos, 1))
+        loss_cls = sigmoid_focal_loss(cls[valid], cls_targets[valid], alpha=self.focal_alpha,
+                                      gamma=self.focal_gamma, reduction="sum") / norm
+        if num_pos > 0:
+            pos_anchors = anchors.expand(n, -1, -1)[positive]  # [P, 4]
+            pos_boxes = matched_boxes[positive]  # [P, 4]
+            pred = self.coder.decode(pos_anchors, deltas[positive])  # [P, 4]
+            ctr_t = centerness_target(pos_anchors, pos_boxes)  # [P]
+            giou = generalized_box_iou_loss(pred, pos_boxes, reduction="none")  # [P]
+            loss_bbox = (giou * ctr_t).sum() / ctr_t.sum().clamp(min=1e-6)
+            loss_ctr = F.binary_cross_entropy_with_logits(ctr[positive], ctr_t, reduction="sum") / norm
+        else:  # zero, but connected to the graph so every parameter gets a (zero) gradient
+            loss_bbox = deltas.sum() * 0.0
+            loss_ctr = ctr.sum() * 0.0
+        total = loss_cls + self.bbox_loss_weight * loss_bbox + loss_ctr
+        return {"loss": total, "loss_cls": loss_cls, "loss_bbox": loss_bbox, "loss_centerness": loss_ctr}
+
+    @torch.no_grad()
+    def postprocess(self, outputs: dict[str, list[Tensor]], image_sizes: Tensor) -> list[dict[str, Tensor]]:
+        """Detections of each image: per-level top-k, score threshold, class-wise NMS, ``max_detections``.
+
+        Args:
+            outputs: :meth:`forward`'s result for N images.
+            image_sizes: [N, 2] valid (h, w) of each (padded) image; boxes are clipped to it.
+
+        Returns:
+            N dicts: ``boxes`` [D, 4] xyxy input pixels, ``scores`` [D] and ``labels`` [D] long, D <=
+            ``max_detections``, highest score first.
+        """
+        per_level = self.anchors(outputs)
+        results = []
+        for i in range(int(image_sizes.shape[0])):
+            h, w = (int(v) for v in image_sizes[i])
+            boxes, scores, labels = [], [], []
+            for lvl, anchors in enumerate(per_level):
+                cls = _flatten(outputs["cls_logits"][lvl][i : i + 1].float())[0]  # [A_l, K]
+                deltas = _flatten(outputs["bbox_deltas"][lvl][i : i + 1].float())[0]  # [A_l, 4]
+                ctr = _flatten(outputs["centerness"][lvl][i : i + 1].float())[0]  # [A_l, 1]
+                score = (cls.sigmoid() * ctr.sigmoid()).flatten()  # [A_l * K]
+                keep = torch.nonzero(score > self.score_thresh).squeeze(1)  # [M]
+                top, order = score[keep].topk(min(self.topk_per_level, int(keep.numel())))
+                keep = keep[order]
+                idx = torch.div(keep, self.num_classes, rounding_mode="floor")  # anchor of each candidate
+                boxes.append(self.coder.decode(anchors[idx], deltas[idx], max_shape=(h, w)))  # [m, 4]
+                scores.append(top)
+                labels.append(keep % self.num_classes)
+            all_boxes, all_scores, all_labels = torch.cat(boxes), torch.cat(scores), torch.cat(labels)
+            kept = batched_nms(all_boxes, all_scores, all_labels, self.nms_thresh)[: self.max_detections]
+            results.append({"boxes": all_boxes[kept], "scores": all_scores[kept], "labels": all_labels[kept]})
+        return results
+
+
+class ATSS(DenseDetector):
+    """ATSS on FPN P3-P7: builds the neck and head around a backbone that returns C3, C4 and C5.
+
+    Args:
+        backbone: Returns C3-C5 (``out_indices: [1, 2, 3]``) and declares ``out_channels`` and ``strides``.
+        num_classes: Foreground classes.
+        fpn_channels: Channels of the pyramid and the head towers.
+        num_convs: Conv blocks per head tower.
+        prior_prob: Initial foreground probability.
+        **detector: Any other :class:`DenseDetector` setting (losses, assignment, inference).
+    """
+
+    def __init__(self, *, backbone: nn.Module, num_classes: int, fpn_channels: int = 256, num_convs: int = 4,
+                 prior_prob: float = 0.01, **detector: Any) -> None:
+        neck = FPN(in_channels=backbone.out_channels, in_strides=backbone.strides, out_channels=fpn_channels)
+        head = ATSSHead(in_channels=fpn_channels, num_classes=num_classes, num_levels=len(neck.strides),
+                        num_convs=num_convs, prior_prob=prior_prob)
+        super().__init__(backbone=backbone, neck=neck, head=head, num_classes=num_classes, **detector)
