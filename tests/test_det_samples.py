@@ -214,3 +214,16 @@ def test_the_datamodule_batches_detection_samples(shards: Path, cfg: Any,
     batch = next(iter(dm.train_dataloader()))
     assert batch["images"].shape[0] == 4 and batch["images"].shape[2] % 32 == 0
     assert len(batch["targets"]) == 4 and all(len(t["boxes"]) >= 1 for t in batch["targets"])
+
+
+def test_crowd_and_difficult_flags_travel_with_their_boxes() -> None:
+    bbox = A.BboxParams(format="pascal_voc", label_fields=list(LABEL_FIELDS))
+    flip = A.Compose([A.HorizontalFlip(p=1.0)], bbox_params=bbox)
+    ann = {"boxes": [[0, 0, 4, 4], [5, 5, 9, 9], [10, 2, 14, 8]], "classes": [0, 1, 2],
+           "iscrowd": [0, 1, 1], "difficult": [1, 0, 1]}
+    out = DetectionSamples(transform=flip)({"key": "7", "image": np.zeros((16, 20, 3), np.uint8), "ann": ann})
+    assert out["labels"].tolist() == [0, 1, 2]
+    assert out["iscrowd"].tolist() == [False, True, True]
+    assert out["difficult"].tolist() == [True, False, True]
+    batch = DetectionSamples.collate([out])
+    assert batch["targets"][0]["difficult"].tolist() == [True, False, True]

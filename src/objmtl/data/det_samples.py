@@ -23,7 +23,7 @@ from objmtl.errors import UserError
 __all__ = ["LABEL_FIELDS", "DetectionSamples", "PadCollate", "group_by_aspect"]
 
 LABEL_FIELDS = ("labels", "iscrowd", "area")
-TARGET_KEYS = ("boxes", "labels", "iscrowd", "area", "image_id", "orig_size", "scale")
+TARGET_KEYS = ("boxes", "labels", "iscrowd", "difficult", "area", "image_id", "orig_size", "scale")
 
 
 def _image_tensor(image: Any) -> torch.Tensor:
@@ -135,7 +135,8 @@ class DetectionSamples:
 
     @staticmethod
     def _instances(sample: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
-        """(boxes (n, 4) float64, classes (n,) int64, iscrowd (n,) bool, area (n,) float64 or None)."""
+        """(boxes (n, 4) float64, classes (n,) int64, flags (n,) int64: 1 = crowd, 2 = difficult,
+        area (n,) float64 or None)."""
         ann = sample["ann"]
         boxes = np.asarray(ann.get("boxes") or [], np.float64).reshape(-1, 4)
         n = len(boxes)
@@ -143,9 +144,11 @@ class DetectionSamples:
         if n and (classes is None or len(classes) != n):
             raise UserError(f"sample {sample['key']}: {n} boxes but "
                             f"{'no' if classes is None else len(classes)} classes")
-        crowd = ann.get("iscrowd") or [0] * n
+        crowd = np.asarray(ann.get("iscrowd") or [0] * n, bool).reshape(n)
+        difficult = np.asarray(ann.get("difficult") or [0] * n, bool).reshape(n)
         area = ann.get("area")
-        return (boxes, np.asarray(classes or [], np.int64).reshape(n), np.asarray(crowd, bool).reshape(n),
+        flags = crowd.astype(np.int64) + 2 * difficult.astype(np.int64)
+        return (boxes, np.asarray(classes or [], np.int64).reshape(n), flags,
                 np.asarray(area, np.float64).reshape(n) if area is not None and len(area) == n else None)
 
     def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
@@ -157,7 +160,7 @@ class DetectionSamples:
 
         Returns:
             ``image`` Tensor[3, H', W'], ``boxes`` Tensor[n, 4] float32 (xyxy, pixels of the output
-            image), ``labels`` LongTensor[n], ``iscrowd`` BoolTensor[n], ``area`` Tensor[n],
+            image), ``labels`` LongTensor[n], ``iscrowd`` and ``difficult`` BoolTensor[n], ``area`` Tensor[n],
             ``image_id`` int, ``orig_size`` (h, w), ``size`` (H', W'), ``scale`` (H'/h, W'/w) and
             ``dropped_boxes`` (boxes of the source that did not make it).
 
@@ -169,20 +172,20 @@ class DetectionSamples:
         """
         image = sample["image"]
         h, w = _hw(image)
-        boxes, classes, crowd, area = self._instances(sample)
+        # crowd and difficult travel together through the pipeline's "iscrowd" label field as bit flags
+        boxes, classes, flags, area = self._instances(sample)
         n_in = len(boxes)
         boxes = np.clip(boxes, 0, [w, h, w, h])  # NaN stays NaN, and is dropped next
         box_area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
         ok = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])  # False for NaN
         fill = np.ones(n_in) if area is None else np.maximum(area / np.where(ok, box_area, 1), 0)
-        boxes, classes, crowd, fill = boxes[ok], classes[ok], crowd[ok], fill[ok]
+        boxes, classes, flags, fill = boxes[ok], classes[ok], flags[ok], fill[ok]
         if self.transform is not None:
-            out = self.transform(image=image, bboxes=boxes, labels=classes, iscrowd=crowd.astype(np.int64),
-                                 area=fill)
+            out = self.transform(image=image, bboxes=boxes, labels=classes, iscrowd=flags, area=fill)
             image = out["image"]
             boxes = np.asarray(out["bboxes"], np.float64).reshape(-1, 4)
             classes = np.rint(np.asarray(out["labels"], np.float64)).astype(np.int64).reshape(-1)
-            crowd = np.asarray(out["iscrowd"], np.float64).reshape(-1) > 0.5
+            flags = np.rint(np.asarray(out["iscrowd"], np.float64)).astype(np.int64).reshape(-1)
             fill = np.asarray(out["area"], np.float64).reshape(-1)
         tensor = _image_tensor(image)
         h2, w2 = _hw(tensor)
@@ -192,7 +195,8 @@ class DetectionSamples:
             "image": tensor,
             "boxes": torch.as_tensor(boxes[keep], dtype=torch.float32).reshape(-1, 4),
             "labels": torch.as_tensor(classes[keep], dtype=torch.long),
-            "iscrowd": torch.as_tensor(crowd[keep], dtype=torch.bool),
+            "iscrowd": torch.as_tensor((flags & 1)[keep] > 0, dtype=torch.bool),
+            "difficult": torch.as_tensor((flags & 2)[keep] > 0, dtype=torch.bool),
             "area": torch.as_tensor((fill * wh[:, 0] * wh[:, 1])[keep], dtype=torch.float32),
             "image_id": self._image_id(sample),
             "orig_size": (h, w),

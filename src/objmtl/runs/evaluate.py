@@ -13,10 +13,12 @@ from omegaconf import OmegaConf, open_dict
 
 from objmtl.config import register_resolvers
 from objmtl.errors import UserError
+from objmtl.runs import det_outputs
 from objmtl.runs.checkpoint import config_from_checkpoint, load_checkpoint, state_dict_of
 from objmtl.runs.overrides import apply_overrides
 from objmtl.runs.quiet import quiet_lightning
 from objmtl.runs.train import build_task
+from objmtl.tasks.detection import DetectionTask
 
 __all__ = ["evaluate", "find_checkpoint"]
 
@@ -36,16 +38,25 @@ def find_checkpoint(path: str | Path) -> Path:
 
 def evaluate(source: str | Path, *, split: str | None = None, data_root: str | Path | None = None,
              out: str | Path | None = None, overrides: Sequence[str] = (),
-             accelerator: str = "auto", batch_size: int | None = None) -> dict[str, float]:
+             accelerator: str = "auto", batch_size: int | None = None, eval_metrics: Sequence[str] | None = None,
+             show_dir: str | Path | None = None, show_score_thr: float = 0.3,
+             results: str | Path | None = None) -> dict[str, float]:
     """Evaluates a run's checkpoint on ``split`` of its data (or of ``data_root``).
 
     ``split=None`` takes ``test`` when the data has one, else ``val``.
 
     Metrics are printed and written to ``out`` (default: ``RUN_DIR/eval_<split>/metrics.json``,
-    beside the pictures the task draws).
+    beside the pictures the task draws). Detection runs only (see :mod:`objmtl.runs.det_outputs`):
+    ``eval_metrics`` picks the printed groups (``bbox``: COCO AP/AR, the default; ``map``: VOC mAP at
+    IoU 0.5; ``recall``: VOC recall), every figure and the per-class table still go to ``out``;
+    ``show_dir`` gets a picture per image (predictions scoring >= ``show_score_thr`` beside the
+    ground truth, original size); ``results`` gets the detections as a COCO results json.
     """
     if split not in (None, "val", "test"):
         raise UserError(f"--split {split}: use val or test")
+    bad = [e for e in eval_metrics or () if e not in det_outputs.EVAL_GROUPS]
+    if bad:
+        raise UserError(f"--eval {bad[0]}: use {', '.join(det_outputs.EVAL_GROUPS)}")
     register_resolvers()
     quiet_lightning()
     ckpt_path = find_checkpoint(source)
@@ -72,19 +83,38 @@ def evaluate(source: str | Path, *, split: str | None = None, data_root: str | P
     with open_dict(cfg):
         cfg.paths.output_dir = str(work)
     task = build_task(cfg, for_training=False)
+    is_det = isinstance(task, DetectionTask)
+    if not is_det and (eval_metrics or show_dir or results):
+        raise UserError("--eval, --show-dir and --results are for detection runs (task=det)")
     task.model.load_state_dict(state_dict_of(ckpt))
+    collector = det_outputs.DetectionCollector() if show_dir or results else None
     trainer = L.Trainer(accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False,
-                        default_root_dir=str(work), enable_model_summary=False)
+                        default_root_dir=str(work), enable_model_summary=False,
+                        callbacks=[collector] if collector else None)
     run = trainer.validate if split == "val" else trainer.test
-    results = run(task, datamodule=datamodule, verbose=False)
-    metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
+    outcome = run(task, datamodule=datamodule, verbose=False)
+    metrics = {k: float(v) for k, v in (outcome[0] if outcome else {}).items()}
     report: dict[str, Any] = {"checkpoint": str(ckpt_path), "split": split, "data": str(datamodule.root),
                               "metrics": metrics}
+    if is_det:
+        report["per_class"] = task.per_class.get(split, [])
     out = Path(out) if out else work / "metrics.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1) + "\n")
-    _print_table(metrics, title=f"{ckpt_path} on {datamodule.root} [{split}]")
+    shown = det_outputs.select_metrics(metrics, eval_metrics or ("bbox",)) if is_det else metrics
+    _print_table(shown, title=f"{ckpt_path} on {datamodule.root} [{split}]")
+    if is_det:
+        det_outputs.print_per_class(report["per_class"])
     print(f"metrics: {out}\nplots:   {work / 'plots'}")
+    if collector is not None and results:
+        print(f"results: {det_outputs.write_results(images=collector.images, out=results)}")
+    if collector is not None and show_dir:
+        roots = ([Path(s["root"]).expanduser() for s in datamodule.sources] if datamodule.sources
+                 else [datamodule.root])
+        n = det_outputs.show_predictions(images=collector.images, roots=roots, split=datamodule.splits[split],
+                                         out_dir=show_dir, class_names=task.class_names or meta.classes,
+                                         score_thr=show_score_thr)
+        print(f"shown:   {n} pictures in {show_dir}")
     return metrics
 
 

@@ -1,19 +1,20 @@
-"""Object detection: a dense detector's losses in training, COCO mAP on the original image sizes."""
+"""Object detection: a dense detector's losses in training; COCO and VOC box metrics on the original sizes."""
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torchmetrics.detection import MeanAveragePrecision
 
+from objmtl.metrics.detection import COCO_KEYS, DetectionMetrics
 from objmtl.tasks.base import BaseTask, OptimizerFactory, SchedulerFactory
 
 __all__ = ["DetectionTask"]
 
-_LOGGED = ("map", "map_50", "map_75", "map_small", "map_medium", "map_large", "mar_100")
+_LOGGED = (*COCO_KEYS, "voc_map", "voc_recall")
 
 
 def _inverse_scale(target: dict[str, Any], device: torch.device) -> Tensor:
@@ -27,10 +28,20 @@ class DetectionTask(BaseTask):
     :class:`~objmtl.data.det_samples.DetectionSamples`.
 
     Batches are ``{"images": [N, 3, Hp, Wp], "image_sizes": [N, 2], "targets": [...]}``. Logs ``train/loss``
-    and each loss term (``train/loss_cls``, ...); ``val/loss`` and COCO box metrics ``val/map``,
-    ``val/map_50``, ``val/map_75``, ``val/map_{small,medium,large}``, ``val/mar_100``, and the same under
-    ``test/``. Predicted and ground-truth boxes are mapped back to each image's original size with its
-    ``scale`` (sy, sx) before evaluation, so the areas of COCO's size ranges are those of the source image.
+    and each loss term (``train/loss_cls``, ...); ``val/loss``, the COCO box metrics ``val/map``,
+    ``val/map_50``, ``val/map_75``, ``val/map_{small,medium,large}``, ``val/mar_{1,10,100}`` and the VOC
+    ones ``val/voc_map`` (AP at IoU 0.5) and ``val/voc_recall`` (see
+    :class:`~objmtl.metrics.detection.DetectionMetrics`), and the same under ``test/``. Predicted and
+    ground-truth boxes are mapped back to each image's original size with its ``scale`` (sy, sx) before
+    evaluation, so the areas of COCO's size ranges are those of the source image; a target's
+    ``difficult`` flags, when the batch carries them, make those boxes ignored as crowd boxes are.
+
+    At the end of each evaluation (rank zero, not in the sanity check) it writes
+    ``plots/pr_curves_{val,test}.png`` and ``per_class_ap_{val,test}.json`` (in the trainer's
+    ``default_root_dir``: the per-class rows of
+    :meth:`~objmtl.metrics.detection.DetectionMetrics.per_class_table`), and keeps those rows in
+    ``per_class[stage]``. ``validation_step`` / ``test_step`` return ``{"preds", "targets"}`` in
+    original pixels, for callbacks (``objmtl.runs.det_outputs``).
 
     Args:
         model: The detector: ``forward``, ``loss`` and ``postprocess``, ``num_classes``.
@@ -51,8 +62,9 @@ class DetectionTask(BaseTask):
         coco_log = logging.getLogger("faster_coco_eval")
         if coco_log.level == logging.NOTSET:  # its 12-line summary at every evaluation: the metrics say it
             coco_log.setLevel(logging.WARNING)
-        self.val_map = MeanAveragePrecision(backend="faster_coco_eval", iou_type="bbox")
-        self.test_map = MeanAveragePrecision(backend="faster_coco_eval", iou_type="bbox")
+        self.val_map = DetectionMetrics()
+        self.test_map = DetectionMetrics()
+        self.per_class: dict[str, list[dict[str, Any]]] = {}
 
     def forward(self, images: Tensor) -> dict[str, list[Tensor]]:
         return self.model(images)
@@ -77,30 +89,41 @@ class DetectionTask(BaseTask):
                   "iscrowd": target["iscrowd"].to(inv.device).long()}
             if "area" in target:
                 gt["area"] = target["area"].to(inv) * inv[0] * inv[1]
+            if target.get("difficult") is not None:
+                gt["difficult"] = torch.as_tensor(target["difficult"], device=inv.device).long()
             out_targets.append(gt)
         return out_preds, out_targets
 
-    def _eval_step(self, batch: dict[str, Any], stage: str) -> None:
+    def _eval_step(self, batch: dict[str, Any], stage: str) -> dict[str, list[dict[str, Tensor]]]:
         outputs = self(batch["images"])
         losses = self.model.loss(outputs, batch["targets"])
         self.log(f"{stage}/loss", losses["loss"], batch_size=len(batch["targets"]), sync_dist=True)
         preds, targets = self._original_size(batch, self.model.postprocess(outputs, batch["image_sizes"]))
         (self.val_map if stage == "val" else self.test_map).update(preds, targets)
+        return {"preds": preds, "targets": targets}
 
     def _eval_end(self, stage: str) -> None:
         metric = self.val_map if stage == "val" else self.test_map
         result = metric.compute()
+        self.log_dict({f"{stage}/{k}": float(result[k]) for k in _LOGGED},
+                      prog_bar=stage == "val")
+        if self.trainer.is_global_zero and not self.trainer.sanity_checking:
+            names = self.class_names or []
+            rows = metric.per_class_table(class_names=names)
+            self.per_class[stage] = rows
+            metric.plot_pr_curves(out_png=self.plot_dir / f"pr_curves_{stage}.png", class_names=names)
+            out = self.plot_dir.parent / f"per_class_ap_{stage}.json"
+            out.write_text(json.dumps(rows, indent=1) + "\n")
         metric.reset()
-        self.log_dict({f"{stage}/{k}": result[k].float() for k in _LOGGED}, prog_bar=stage == "val")
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._eval_step(batch, "val")
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, list[dict[str, Tensor]]]:
+        return self._eval_step(batch, "val")
 
     def on_validation_epoch_end(self) -> None:
         self._eval_end("val")
 
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._eval_step(batch, "test")
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, list[dict[str, Tensor]]]:
+        return self._eval_step(batch, "test")
 
     def on_test_epoch_end(self) -> None:
         self._eval_end("test")

@@ -1,0 +1,182 @@
+"""What ``objmtl-test`` writes for a detection run besides metrics: COCO results json and pictures.
+
+:class:`DetectionCollector` is a Lightning callback that keeps, per evaluated image, the detections
+and ground truth that :class:`~objmtl.tasks.detection.DetectionTask` returns from its
+``validation_step`` / ``test_step`` (already in original-image pixels, the eval transform's scale
+undone). From those:
+
+- :func:`write_results` writes COCO-style results ``[{"image_id", "category_id", "bbox": [x, y, w, h],
+  "score"}]`` in original pixels. ``category_id`` is the contiguous label the model predicts
+  (the index into ``meta.json``'s classes), not the source dataset's category id: mapping it back
+  (e.g. to COCO's 1..90) needs the converter's id map, which shards don't record yet.
+- :func:`show_predictions` draws, per image, the predictions scoring at least ``score_thr`` beside
+  the ground truth (crowd / ignored boxes in grey), on the decoded original image. The model only
+  ever sees the transformed tensor, so the original pixels are re-read from the split's shards
+  (decode only, no transform) and matched to the collected outputs by ``image_id``, which every
+  converter and the synthetic writer set; images sharing an id are matched in reading order.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict, deque
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+from PIL import Image
+
+from objmtl.data.det_samples import DetectionSamples
+from objmtl.data.shard_reader import ShardDataset
+from objmtl.metrics.detection import COCO_KEYS
+from objmtl.viz.draw import IGNORE_COLOR, class_color, draw_boxes, side_by_side
+
+__all__ = ["EVAL_GROUPS", "DetectionCollector", "ImageOutputs", "coco_results", "print_per_class", "render",
+           "select_metrics", "show_predictions", "write_results"]
+
+EVAL_GROUPS: dict[str, tuple[str, ...]] = {"bbox": COCO_KEYS, "map": ("voc_map",), "recall": ("voc_recall",)}
+"""``objmtl-test --eval`` groups (ObjectiveMTL's names) -> the metric names they print."""
+
+ImageOutputs = dict[str, Any]
+"""One image: ``image_id`` int, ``orig_size`` (h, w), ``boxes`` (N, 4) xyxy, ``scores``, ``labels``,
+``gt_boxes`` (M, 4), ``gt_labels``, ``gt_ignore`` (M,) bool; numpy arrays in original pixels."""
+
+
+class DetectionCollector(L.Callback):
+    """Keeps every evaluated image's detections and ground truth (on CPU, as numpy) in ``images``."""
+
+    def __init__(self) -> None:
+        self.images: list[ImageOutputs] = []
+
+    def _collect(self, outputs: Any, batch: dict[str, Any]) -> None:
+        if not isinstance(outputs, dict) or "preds" not in outputs:
+            return
+        for pred, gt, target in zip(outputs["preds"], outputs["targets"], batch["targets"], strict=True):
+            h, w = (int(v) for v in target["orig_size"])
+            boxes = pred["boxes"].detach().float().cpu().numpy().reshape(-1, 4)
+            boxes = np.clip(boxes, 0, [w, h, w, h])  # the clip at the input size, in float, can overshoot
+            ignore = gt["iscrowd"].bool()
+            if gt.get("difficult") is not None:
+                ignore |= gt["difficult"].bool()
+            self.images.append({
+                "image_id": int(target["image_id"]), "orig_size": (h, w), "boxes": boxes,
+                "scores": pred["scores"].detach().float().cpu().numpy().reshape(-1),
+                "labels": pred["labels"].detach().cpu().numpy().astype(np.int64).reshape(-1),
+                "gt_boxes": gt["boxes"].detach().float().cpu().numpy().reshape(-1, 4),
+                "gt_labels": gt["labels"].detach().cpu().numpy().astype(np.int64).reshape(-1),
+                "gt_ignore": ignore.cpu().numpy().reshape(-1)})
+
+    def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any,
+                                batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        if not trainer.sanity_checking:
+            self._collect(outputs, batch)
+
+    def on_test_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any,
+                          batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._collect(outputs, batch)
+
+
+def select_metrics(metrics: dict[str, float], groups: Sequence[str]) -> dict[str, float]:
+    """The ``STAGE/name`` metrics of the chosen :data:`EVAL_GROUPS`, and every one outside all groups."""
+    grouped = {k for keys in EVAL_GROUPS.values() for k in keys}
+    chosen = {k for g in groups for k in EVAL_GROUPS[g]}
+    return {k: v for k, v in metrics.items() if k.rsplit("/", 1)[-1] in chosen
+            or k.rsplit("/", 1)[-1] not in grouped}
+
+
+def print_per_class(rows: Sequence[dict[str, Any]]) -> None:
+    """Prints :meth:`~objmtl.metrics.detection.DetectionMetrics.per_class_table` rows as a rich table."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="per-class AP", caption="AP: COCO, IoU .5:.95; AP50 and recall: VOC, IoU 0.5")
+    for name, justify in (("class", "left"), ("gts", "right"), ("dets", "right"), ("AP", "right"),
+                          ("AP50", "right"), ("recall", "right")):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for r in rows:
+        table.add_row(str(r["class"]), str(r["gts"]), str(r["dets"]), f"{r['ap']:.4f}", f"{r['ap50']:.4f}",
+                      f"{r['recall']:.4f}")
+    Console(width=120).print(table)
+
+
+def coco_results(images: Sequence[ImageOutputs]) -> list[dict[str, Any]]:
+    """COCO ``loadRes`` records of all detections: xywh in original pixels, contiguous labels."""
+    out = []
+    for im in images:
+        for (x1, y1, x2, y2), score, label in zip(im["boxes"].tolist(), im["scores"].tolist(),
+                                                  im["labels"].tolist(), strict=True):
+            out.append({"image_id": im["image_id"], "category_id": int(label),
+                        "bbox": [round(x1, 3), round(y1, 3), round(x2 - x1, 3), round(y2 - y1, 3)],
+                        "score": round(float(score), 5)})
+    return out
+
+
+def write_results(*, images: Sequence[ImageOutputs], out: str | Path) -> Path:
+    """Writes :func:`coco_results` of ``images`` as a json list to ``out``; returns the path."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(coco_results(images)) + "\n")
+    return out
+
+
+def _raw_samples(roots: Sequence[Path], split: str) -> Iterator[dict[str, Any]]:
+    """Decoded, untransformed samples of ``split`` in each shard set (single process, in order)."""
+    for root in roots:
+        yield from ShardDataset(root=root, split=split, world_size=1, rank=0)
+
+
+def render(*, image: np.ndarray, outputs: ImageOutputs, class_names: Sequence[str],
+           score_thr: float) -> np.ndarray:
+    """Predictions (score >= ``score_thr``) beside ground truth on one original image."""
+    keep = outputs["scores"] >= score_thr
+    pred = draw_boxes(image, outputs["boxes"][keep], outputs["labels"][keep].tolist(),
+                      class_names=class_names, scores=outputs["scores"][keep].tolist())
+    gt_labels = outputs["gt_labels"].tolist()
+    colors = [IGNORE_COLOR if ign else class_color(c) for c, ign in zip(gt_labels, outputs["gt_ignore"],
+                                                                        strict=True)]
+    gt = draw_boxes(image, outputs["gt_boxes"], gt_labels, class_names=class_names, colors=colors)
+    return side_by_side([pred, gt], [f"prediction ({int(keep.sum())})", f"ground truth ({len(gt_labels)})"])
+
+
+def show_predictions(*, images: Sequence[ImageOutputs], roots: Sequence[str | Path], split: str,
+                     out_dir: str | Path, class_names: Sequence[str], score_thr: float = 0.3) -> int:
+    """Writes ``out_dir/<image_id>.png`` (prediction beside ground truth) for each collected image.
+
+    Args:
+        images: the collected outputs (:class:`DetectionCollector`).
+        roots: the shard sets evaluated (one, or each of ``data.sources`` in order).
+        split: the split directory name that was evaluated (``test``, ...).
+        out_dir: where the PNGs go (created).
+        class_names: names by contiguous label.
+        score_thr: the lowest score drawn.
+
+    Returns:
+        The number of pictures written (images missing from the shards are skipped).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pending: dict[int, deque[ImageOutputs]] = defaultdict(deque)
+    for im in images:
+        pending[im["image_id"]].append(im)
+    left, written = len(images), 0
+    seen: dict[int, int] = defaultdict(int)
+    for sample in _raw_samples([Path(r) for r in roots], split):
+        if left == 0:
+            break
+        image_id = DetectionSamples._image_id(sample)
+        size = tuple(sample["image"].shape[:2])
+        queue = pending.get(image_id, deque())
+        # ids shared across sources: the first of that id with this image's size
+        outputs = next((o for o in queue if tuple(o["orig_size"]) == size), None)
+        if outputs is None:
+            continue
+        queue.remove(outputs)
+        left -= 1
+        picture = render(image=sample["image"], outputs=outputs, class_names=class_names, score_thr=score_thr)
+        name = str(image_id) if not seen[image_id] else f"{image_id}_{seen[image_id]}"
+        seen[image_id] += 1
+        Image.fromarray(picture).save(out_dir / f"{name}.png")
+        written += 1
+    return written
