@@ -1,4 +1,8 @@
-"""Dense one-stage detector (backbone -> neck -> head) with the ATSS losses and post-processing.
+"""Dense one-stage detector (backbone -> neck -> head) with the ATSS losses and the shared post-processing.
+
+Subclasses change the priors (:meth:`DenseDetector.anchors`), the assignment (``assign``), the box decoding
+(``decode``) and the regression losses (``box_losses``); see ``fcos.py`` and ``retinanet.py``. Without a
+centerness output, scores are ``sigmoid(cls)`` and the centerness loss is absent.
 
 Losses follow mmdet's ``ATSSHead``: sigmoid focal loss over all non-ignored anchors divided by the number
 of positives; GIoU loss of the decoded positive boxes, each weighted by its centerness target and divided
@@ -48,12 +52,12 @@ def centerness_target(anchors: Tensor, boxes: Tensor) -> Tensor:
 
 
 class DenseDetector(nn.Module):
-    """Backbone, neck and head with one anchor per location, trained with ATSS assignment.
+    """Backbone, neck and head with dense priors; ATSS assignment, one anchor per location, unless overridden.
 
     Args:
         backbone: Maps [N, 3, H, W] to a list of feature maps.
         neck: Maps the backbone's maps to pyramid levels and declares ``strides``.
-        head: Maps the levels to ``(cls_logits, bbox_deltas, centerness)`` lists (see :class:`ATSSHead`).
+        head: Maps the levels to ``(cls_logits, bbox_deltas[, centerness])`` lists (see :class:`DenseHead`).
         num_classes: Foreground classes.
         coder: Box coder of the regression deltas; mmdet's ATSS default when None.
         octave_base_scale: Anchor side in strides.
@@ -107,11 +111,12 @@ class DenseDetector(nn.Module):
             images: [N, 3, H, W].
 
         Returns:
-            ``cls_logits`` [N, num_classes, H_l, W_l], ``bbox_deltas`` [N, 4, H_l, W_l] and ``centerness``
-            [N, 1, H_l, W_l], one tensor per level.
+            ``cls_logits`` [N, A_loc * num_classes, H_l, W_l], ``bbox_deltas`` [N, A_loc * 4, H_l, W_l] and,
+            for heads with centerness, ``centerness`` [N, 1, H_l, W_l], one tensor per level (A_loc anchors
+            per location).
         """
-        cls_logits, bbox_deltas, centerness = self.head(self.neck(self.backbone(images)))
-        return {"cls_logits": cls_logits, "bbox_deltas": bbox_deltas, "centerness": centerness}
+        outs = self.head(self.neck(self.backbone(images)))
+        return dict(zip(("cls_logits", "bbox_deltas", "centerness"), outs, strict=False))
 
     def anchors(self, outputs: dict[str, list[Tensor]]) -> list[Tensor]:
         """Per level [H_l * W_l, 4] xyxy float32 anchors (exact pixels also under fp16/bf16 autocast)."""
@@ -121,8 +126,61 @@ class DenseDetector(nn.Module):
                                          offset=self.anchor_offset, device=ref[0].device, dtype=torch.float32)
         return [anchors for _, anchors in levels]
 
+    def assign(self, anchors: list[Tensor], boxes: Tensor, crowd: Tensor | None) -> Tensor:
+        """Matched box of every anchor of one image (ATSS here; subclasses change the rule).
+
+        Args:
+            anchors: :meth:`anchors`' per-level [A_l, 4].
+            boxes: [G, 4] xyxy, crowd boxes included.
+            crowd: [G] bool or None.
+
+        Returns:
+            [A] long: the matched row of ``boxes``, ``NEGATIVE`` (-1) or ``IGNORED`` (-2).
+        """
+        return atss_assign(anchors, boxes, gt_ignore=crowd, topk=self.assign_topk).matched_gt
+
+    def decode(self, anchors: Tensor, deltas: Tensor, strides: Tensor,
+               max_shape: tuple[int, int] | None = None) -> Tensor:
+        """Boxes [P, 4] xyxy of regression outputs ``deltas`` [P, 4] at ``anchors`` [P, 4] of levels with
+        ``strides`` [P] (unused by the DeltaXYWH coder), clipped to ``max_shape`` (h, w) if given."""
+        return self.coder.decode(anchors, deltas, max_shape=max_shape)
+
+    def box_losses(self, anchors: Tensor, strides: Tensor, deltas: Tensor, ctr: Tensor | None, boxes: Tensor,
+                   norm: float) -> dict[str, Tensor]:
+        """Regression (and centerness) losses of the positives: GIoU of the decoded boxes weighted by their
+        centerness targets (over the targets' sum) and centerness BCE over ``norm`` (the positive count).
+
+        Args:
+            anchors: [P, 4] positive anchors (P >= 1).
+            strides: [P] their levels' strides.
+            deltas: [P, 4] their regression outputs.
+            ctr: [P] their centerness logits.
+            boxes: [P, 4] their matched boxes.
+            norm: Loss normaliser, ``max(P, 1)`` summed over the batch.
+
+        Returns:
+            ``loss_bbox`` and ``loss_centerness``.
+        """
+        assert ctr is not None
+        pred = self.decode(anchors, deltas, strides)  # [P, 4]
+        ctr_t = centerness_target(anchors, boxes)  # [P]
+        giou = generalized_box_iou_loss(pred, boxes, reduction="none")  # [P]
+        loss_bbox = (giou * ctr_t).sum() / ctr_t.sum().clamp(min=1e-6)
+        loss_ctr = F.binary_cross_entropy_with_logits(ctr, ctr_t, reduction="sum") / norm
+        return {"loss_bbox": loss_bbox, "loss_centerness": loss_ctr}
+
+    def _strides(self, per_level: list[Tensor]) -> Tensor:
+        """[A] stride of every anchor of the concatenated levels."""
+        return torch.cat([a.new_full((a.shape[0],), float(s)) for a, s in zip(per_level, self.strides,
+                                                                                 strict=True)])
+
+    def _flat(self, x: Tensor, last: int) -> Tensor:
+        """[N, A_loc * last, H, W] -> [N, H * W * A_loc, last] (location-major, then anchor, as the anchors)."""
+        return _flatten(x.float()).reshape(x.shape[0], -1, last)  # [N, H * W * A_loc, last]
+
     def loss(self, outputs: dict[str, list[Tensor]], targets: Sequence[dict[str, Any]]) -> dict[str, Tensor]:
-        """ATSS losses of a batch.
+        """Losses of a batch: focal classification over the non-ignored anchors / positives, plus
+        :meth:`box_losses`.
 
         Args:
             outputs: :meth:`forward`'s result for N images.
@@ -130,14 +188,16 @@ class DenseDetector(nn.Module):
                 optionally ``iscrowd`` [G] (crowd boxes make no positives; anchors inside them are ignored).
 
         Returns:
-            ``loss`` (the weighted total), ``loss_cls``, ``loss_bbox`` (unweighted GIoU) and
+            ``loss`` (the weighted total), ``loss_cls``, ``loss_bbox`` (unweighted) and, with centerness,
             ``loss_centerness``, each a scalar.
         """
         per_level = self.anchors(outputs)
         anchors = torch.cat(per_level)  # [A, 4]
-        cls = torch.cat([_flatten(x.float()) for x in outputs["cls_logits"]], dim=1)  # [N, A, K]
-        deltas = torch.cat([_flatten(x.float()) for x in outputs["bbox_deltas"]], dim=1)  # [N, A, 4]
-        ctr = torch.cat([_flatten(x.float()) for x in outputs["centerness"]], dim=1)[..., 0]  # [N, A]
+        strides = self._strides(per_level)  # [A]
+        cls = torch.cat([self._flat(x, self.num_classes) for x in outputs["cls_logits"]], dim=1)  # [N, A, K]
+        deltas = torch.cat([self._flat(x, 4) for x in outputs["bbox_deltas"]], dim=1)  # [N, A, 4]
+        has_ctr = "centerness" in outputs
+        ctr = torch.cat([_flatten(x.float()) for x in outputs["centerness"]], dim=1)[..., 0] if has_ctr else None
         n, num_anchors = cls.shape[:2]
         if len(targets) != n:
             raise ValueError(f"{n} images but {len(targets)} targets")
@@ -150,12 +210,12 @@ class DenseDetector(nn.Module):
             labels = target["labels"].to(cls.device).long()  # [G]
             crowd = target.get("iscrowd")
             crowd = None if crowd is None else crowd.to(device=cls.device, dtype=torch.bool)
-            result = atss_assign(per_level, boxes, gt_ignore=crowd, topk=self.assign_topk)
-            valid[i] = result.matched_gt != IGNORED
-            pos = result.positive
+            matched = self.assign(per_level, boxes, crowd)  # [A]
+            valid[i] = matched != IGNORED
+            pos = matched >= 0
             if bool(pos.any()):
                 rows = torch.nonzero(pos).squeeze(1)  # [P_i]
-                gt = result.matched_gt[rows]  # [P_i]
+                gt = matched[rows]  # [P_i]
                 cls_targets[i, rows, labels[gt]] = 1.0
                 matched_boxes[i, rows] = boxes[gt]
                 positive[i] = pos
@@ -164,18 +224,15 @@ class DenseDetector(nn.Module):
         loss_cls = sigmoid_focal_loss(cls[valid], cls_targets[valid], alpha=self.focal_alpha,
                                       gamma=self.focal_gamma, reduction="sum") / norm
         if num_pos > 0:
-            pos_anchors = anchors.expand(n, -1, -1)[positive]  # [P, 4]
-            pos_boxes = matched_boxes[positive]  # [P, 4]
-            pred = self.coder.decode(pos_anchors, deltas[positive])  # [P, 4]
-            ctr_t = centerness_target(pos_anchors, pos_boxes)  # [P]
-            giou = generalized_box_iou_loss(pred, pos_boxes, reduction="none")  # [P]
-            loss_bbox = (giou * ctr_t).sum() / ctr_t.sum().clamp(min=1e-6)
-            loss_ctr = F.binary_cross_entropy_with_logits(ctr[positive], ctr_t, reduction="sum") / norm
+            box = self.box_losses(anchors.expand(n, -1, -1)[positive], strides.expand(n, -1)[positive],
+                                  deltas[positive], ctr[positive] if ctr is not None else None,
+                                  matched_boxes[positive], norm)
         else:  # zero, but connected to the graph so every parameter gets a (zero) gradient
-            loss_bbox = deltas.sum() * 0.0
-            loss_ctr = ctr.sum() * 0.0
-        total = loss_cls + self.bbox_loss_weight * loss_bbox + loss_ctr
-        return {"loss": total, "loss_cls": loss_cls, "loss_bbox": loss_bbox, "loss_centerness": loss_ctr}
+            box = {"loss_bbox": deltas.sum() * 0.0}
+            if ctr is not None:
+                box["loss_centerness"] = ctr.sum() * 0.0
+        total = loss_cls + self.bbox_loss_weight * box["loss_bbox"] + box.get("loss_centerness", 0.0)
+        return {"loss": total, "loss_cls": loss_cls, **box}
 
     @torch.no_grad()
     def postprocess(self, outputs: dict[str, list[Tensor]], image_sizes: Tensor) -> list[dict[str, Tensor]]:
@@ -195,15 +252,18 @@ class DenseDetector(nn.Module):
             h, w = (int(v) for v in image_sizes[i])
             boxes, scores, labels = [], [], []
             for lvl, anchors in enumerate(per_level):
-                cls = _flatten(outputs["cls_logits"][lvl][i : i + 1].float())[0]  # [A_l, K]
-                deltas = _flatten(outputs["bbox_deltas"][lvl][i : i + 1].float())[0]  # [A_l, 4]
-                ctr = _flatten(outputs["centerness"][lvl][i : i + 1].float())[0]  # [A_l, 1]
-                score = (cls.sigmoid() * ctr.sigmoid()).flatten()  # [A_l * K]
+                cls = self._flat(outputs["cls_logits"][lvl][i : i + 1], self.num_classes)[0]  # [A_l, K]
+                deltas = self._flat(outputs["bbox_deltas"][lvl][i : i + 1], 4)[0]  # [A_l, 4]
+                score = cls.sigmoid()  # [A_l, K]
+                if "centerness" in outputs:
+                    score = score * _flatten(outputs["centerness"][lvl][i : i + 1].float())[0].sigmoid()
+                score = score.flatten()  # [A_l * K]
                 keep = torch.nonzero(score > self.score_thresh).squeeze(1)  # [M]
                 top, order = score[keep].topk(min(self.topk_per_level, int(keep.numel())))
                 keep = keep[order]
                 idx = torch.div(keep, self.num_classes, rounding_mode="floor")  # anchor of each candidate
-                boxes.append(self.coder.decode(anchors[idx], deltas[idx], max_shape=(h, w)))  # [m, 4]
+                stride = anchors.new_full((int(idx.numel()),), float(self.strides[lvl]))  # [m]
+                boxes.append(self.decode(anchors[idx], deltas[idx], stride, max_shape=(h, w)))  # [m, 4]
                 scores.append(top)
                 labels.append(keep % self.num_classes)
             all_boxes, all_scores, all_labels = torch.cat(boxes), torch.cat(scores), torch.cat(labels)
