@@ -47,3 +47,13 @@ def corrupt_member(shard: Path, member: str) -> None:
         for m, data in members:
             m.size = len(data)
             tar.addfile(m, io.BytesIO(data))
+
+
+def det_target(boxes: list[list[float]], labels: list[int], crowd: list[bool] | None = None) -> dict:
+    """A detection target as the detectors' ``loss`` takes it."""
+    import torch
+
+    n = len(boxes)
+    return {"boxes": torch.tensor(boxes, dtype=torch.float32).reshape(n, 4),
+            "labels": torch.tensor(labels, dtype=torch.long),
+            "iscrowd": torch.tensor(crowd or [False] * n, dtype=torch.bool)}

@@ -11,7 +11,7 @@ import torch
 from objmtl.models import build_backbone
 from objmtl.models.detection import ATSS, IGNORED, atss_assign
 from objmtl.tasks.detection import DetectionTask
-from tests.helpers import compose_train
+from tests.helpers import compose_train, det_target
 
 torch.set_num_threads(2)
 
@@ -20,13 +20,6 @@ def _small_atss(num_classes: int = 3, **kwargs) -> ATSS:
     torch.manual_seed(0)
     backbone = build_backbone(name="resnet18", out_indices=[1, 2, 3])
     return ATSS(backbone=backbone, num_classes=num_classes, fpn_channels=64, num_convs=2, **kwargs)
-
-
-def _target(boxes: list[list[float]], labels: list[int], crowd: list[bool] | None = None) -> dict:
-    n = len(boxes)
-    return {"boxes": torch.tensor(boxes, dtype=torch.float32).reshape(n, 4),
-            "labels": torch.tensor(labels, dtype=torch.long),
-            "iscrowd": torch.tensor(crowd or [False] * n, dtype=torch.bool)}
 
 
 def test_forward_gives_one_map_per_level_with_its_stride() -> None:
@@ -45,7 +38,7 @@ def test_forward_gives_one_map_per_level_with_its_stride() -> None:
 def test_losses_are_finite_with_an_image_without_boxes() -> None:
     model = _small_atss()
     out = model(torch.randn(2, 3, 64, 96))
-    targets = [_target([[8, 8, 40, 50], [50, 10, 90, 60]], [0, 2]), _target([], [])]
+    targets = [det_target([[8, 8, 40, 50], [50, 10, 90, 60]], [0, 2]), det_target([], [])]
     losses = model.loss(out, targets)
     assert set(losses) == {"loss", "loss_cls", "loss_bbox", "loss_centerness"}
     for value in losses.values():
@@ -54,7 +47,7 @@ def test_losses_are_finite_with_an_image_without_boxes() -> None:
     losses["loss"].backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
-    empty = model.loss(model(torch.randn(2, 3, 64, 64)), [_target([], []), _target([], [])])
+    empty = model.loss(model(torch.randn(2, 3, 64, 64)), [det_target([], []), det_target([], [])])
     assert all(torch.isfinite(v) and v.requires_grad for v in empty.values())
     assert float(empty["loss_bbox"].detach()) == 0.0 and float(empty["loss_centerness"].detach()) == 0.0
     assert float(empty["loss_cls"].detach()) > 0  # every anchor is a negative
@@ -65,7 +58,7 @@ def test_losses_and_detections_under_bf16_autocast() -> None:
     model = _small_atss(score_thresh=0.0)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = model(torch.randn(1, 3, 64, 64))
-        losses = model.loss(out, [_target([[8, 8, 40, 50]], [1])])
+        losses = model.loss(out, [det_target([[8, 8, 40, 50]], [1])])
         dets = model.postprocess(out, torch.tensor([[64, 64]]))
     assert out["cls_logits"][0].dtype == torch.bfloat16
     assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in losses.values())
@@ -74,7 +67,7 @@ def test_losses_and_detections_under_bf16_autocast() -> None:
 def test_anchors_under_a_crowd_box_contribute_nothing() -> None:
     model = _small_atss()
     out = {k: [x.detach().requires_grad_() for x in v] for k, v in model(torch.randn(1, 3, 128, 128)).items()}
-    target = _target([[4, 4, 40, 40], [60, 60, 128, 128]], [1, 0], crowd=[False, True])
+    target = det_target([[4, 4, 40, 40], [60, 60, 128, 128]], [1, 0], crowd=[False, True])
     model.loss(out, [target])["loss"].backward()
     matched = atss_assign(model.anchors(out), target["boxes"], gt_ignore=target["iscrowd"]).matched_gt
     grads = torch.cat([g.grad[0].permute(1, 2, 0).reshape(-1, 3) for g in out["cls_logits"]])  # [A, K]
@@ -106,7 +99,7 @@ def test_postprocess_caps_detections_and_clips_to_the_valid_size() -> None:
 
 
 def test_evaluation_maps_boxes_back_to_the_original_size() -> None:
-    target = {**_target([[10, 20, 30, 60]], [1]), "area": torch.tensor([800.0]), "scale": (2.0, 0.5)}
+    target = {**det_target([[10, 20, 30, 60]], [1]), "area": torch.tensor([800.0]), "scale": (2.0, 0.5)}
     pred = {"boxes": torch.tensor([[10.0, 20, 30, 60]]), "scores": torch.tensor([0.9]),
             "labels": torch.tensor([1])}
     task = DetectionTask(model=_small_atss())

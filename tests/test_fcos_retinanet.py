@@ -22,7 +22,7 @@ from objmtl.models.detection import (
     max_iou_assign,
     retinanet_anchors,
 )
-from tests.helpers import compose_train
+from tests.helpers import compose_train, det_target
 
 MODELS = {"fcos": FCOS, "retinanet": RetinaNet}
 
@@ -40,13 +40,6 @@ def _small(name: str, num_classes: int = 3, **kwargs) -> DenseDetector:
     torch.manual_seed(0)
     backbone = build_backbone(name="resnet18", out_indices=[1, 2, 3])
     return MODELS[name](backbone=backbone, num_classes=num_classes, fpn_channels=64, num_convs=2, **kwargs)
-
-
-def _target(boxes: list[list[float]], labels: list[int], crowd: list[bool] | None = None) -> dict:
-    n = len(boxes)
-    return {"boxes": torch.tensor(boxes, dtype=torch.float32).reshape(n, 4),
-            "labels": torch.tensor(labels, dtype=torch.long),
-            "iscrowd": torch.tensor(crowd or [False] * n, dtype=torch.bool)}
 
 
 def test_heads_share_the_conv_tower() -> None:
@@ -122,8 +115,8 @@ def test_max_iou_assign_thresholds_and_low_quality_matches() -> None:
 def test_losses_are_finite_with_an_image_without_boxes(name: str) -> None:
     model = _small(name)
     out = model(torch.randn(2, 3, 64, 96))
-    targets = [_target([[8, 8, 40, 50], [50, 10, 90, 60], [0, 0, 30, 30]], [0, 2, 1], [False, False, True]),
-               _target([], [])]
+    targets = [det_target([[8, 8, 40, 50], [50, 10, 90, 60], [0, 0, 30, 30]], [0, 2, 1], [False, False, True]),
+               det_target([], [])]
     losses = model.loss(out, targets)
     expected = {"loss", "loss_cls", "loss_bbox"} | ({"loss_centerness"} if name == "fcos" else set())
     assert set(losses) == expected
@@ -133,7 +126,7 @@ def test_losses_are_finite_with_an_image_without_boxes(name: str) -> None:
     losses["loss"].backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
-    empty = model.loss(model(torch.randn(2, 3, 64, 64)), [_target([], []), _target([], [])])
+    empty = model.loss(model(torch.randn(2, 3, 64, 64)), [det_target([], []), det_target([], [])])
     assert all(torch.isfinite(v) and v.requires_grad for v in empty.values())
     assert float(empty["loss_bbox"].detach()) == 0.0 and float(empty["loss_cls"].detach()) > 0
     empty["loss"].backward()
@@ -144,7 +137,7 @@ def test_losses_and_detections_under_bf16_autocast(name: str) -> None:
     model = _small(name, score_thresh=0.0)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = model(torch.randn(1, 3, 64, 64))
-        losses = model.loss(out, [_target([[8, 8, 40, 50]], [1])])
+        losses = model.loss(out, [det_target([[8, 8, 40, 50]], [1])])
         dets = model.postprocess(out, torch.tensor([[64, 64]]))
     assert out["cls_logits"][0].dtype == torch.bfloat16
     assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in losses.values())

@@ -262,6 +262,7 @@ def plot_report(report: dict[str, Any], out: str | Path) -> list[Path]:
     from matplotlib import font_manager
 
     from objmtl.viz.fonts import default_font_path, font_path_for
+    from objmtl.viz.plots import save_figure
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -273,10 +274,7 @@ def plot_report(report: dict[str, Any], out: str | Path) -> list[Path]:
     written = []
 
     def save(fig: Any, name: str) -> None:
-        fig.tight_layout()
-        fig.savefig(out / name, dpi=90)
-        plt.close(fig)
-        written.append(out / name)
+        written.append(save_figure(fig, out / name, dpi=90))
 
     with plt.rc_context({"font.family": family}):
         a, k = report["all"], len(report["classes"])

@@ -255,7 +255,7 @@ class DetectionMetrics(MeanAveragePrecision):
         """
         import matplotlib.pyplot as plt
 
-        import objmtl.viz.plots  # noqa: F401  (selects the Agg backend)
+        from objmtl.viz.plots import save_figure  # also selects the Agg backend
 
         self.compute()
         with_gts = sorted((c for c, cv in self._curves.items() if cv.num_gts > 0),
@@ -276,9 +276,4 @@ class DetectionMetrics(MeanAveragePrecision):
                title="precision / recall at IoU 0.5")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower left")
-        fig.tight_layout()
-        out = Path(out_png)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out, dpi=100)
-        plt.close(fig)
-        return out
+        return save_figure(fig, out_png)

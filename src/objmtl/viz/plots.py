@@ -14,7 +14,17 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["plot_confusion_matrix", "plot_curves", "read_metrics_csv"]
+__all__ = ["plot_confusion_matrix", "plot_curves", "read_metrics_csv", "save_figure"]
+
+
+def save_figure(fig: plt.Figure, out: str | Path, *, dpi: int = 100) -> Path:
+    """Lays out, writes (creating the folder) and closes a figure; returns its path."""
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=dpi)
+    plt.close(fig)
+    return out
 
 
 def plot_confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], out: str | Path,
@@ -38,12 +48,7 @@ def plot_confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], out: s
                 if matrix[i, j]:
                     ax.text(j, i, f"{int(matrix[i, j])}", ha="center", va="center", fontsize=8,
                             color="white" if frac[i, j] > 0.5 else "black")
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)
 
 
 def _by_epoch(name: str) -> bool:
@@ -86,9 +91,4 @@ def plot_curves(metrics_csv: str | Path, out: str | Path) -> Path | None:
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(names):]:
         ax.axis("off")
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=90)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out, dpi=90)
