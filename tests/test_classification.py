@@ -10,6 +10,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from objmtl.data.shard_reader import ShardDataset
 from objmtl.runs.checkpoint import config_from_checkpoint, state_dict_of
 from objmtl.runs.train import build_task, train
 from tests.helpers import compose_train, run_cli
@@ -47,12 +48,23 @@ def test_synthetic_classification_reaches_90_percent(accurate_run: tuple[Path, d
 @pytest.mark.slow
 def test_objmtl_test_reproduces_the_runs_test_metrics(accurate_run: tuple[Path, dict], tmp_path: Path) -> None:
     run_dir, summary = accurate_run
-    out = tmp_path / "m.json"
-    result = run_cli("objmtl-test", str(run_dir), "--split", "test", "--out", str(out), "data.num_workers=0")
+    out, preds = tmp_path / "m.json", tmp_path / "preds.txt"
+    result = run_cli("objmtl-test", str(run_dir), "--split", "test", "--metrics-out", str(out), "--out", str(preds),
+                     "data.num_workers=0")
     assert result.returncode == 0, result.stderr
     assert "test/acc" in result.stdout
     metrics = json.loads(out.read_text())["metrics"]
     assert metrics["test/acc"] == pytest.approx(summary["test"]["test/acc"], abs=1e-6)
+    # --out: one line per test image (key, label, class, score) whose labels give the same accuracy
+    header, *lines = preds.read_text().splitlines()
+    assert header.split("\t") == ["key", "label", "class", "score"]
+    rows = [line.split("\t") for line in lines]
+    data_root = json.loads(out.read_text())["data"]
+    truth = {s["key"]: s["ann"]["label"] for s in ShardDataset(root=data_root, split="test")}
+    assert sorted(r[0] for r in rows) == sorted(truth)
+    assert all(0 < float(r[3]) <= 1 for r in rows)
+    acc = sum(int(r[1]) == truth[r[0]] for r in rows) / len(rows)
+    assert acc == pytest.approx(metrics["test/acc"], abs=1e-6)
 
 
 def test_checkpoint_alone_rebuilds_the_model(synth_root: Path, tmp_path: Path) -> None:

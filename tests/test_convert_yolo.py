@@ -125,6 +125,7 @@ def test_lightly_panoptic_ids(real_data: Path, tmp_path: Path) -> None:
     assert report["instances_written"] == 365
     meta = read_meta(out)
     assert meta.classes == [names[i] for i in sorted(names)] and "seg" in meta.tasks
+    assert meta.class_ids == sorted(names)  # gapped panoptic ids: kept for results files
     by_source = {Path(s["ann"]["source"]).stem: s["ann"] for s in _samples(out)}
     seen = Counter()
     for stem, lines in labels.items():

@@ -43,8 +43,8 @@ def test_objmtl_test_writes_metrics_pictures_and_coco_results(det_run: Path, syn
     from objmtl.runs.evaluate import evaluate
 
     out, show, results = tmp_path / "m.json", tmp_path / "show", tmp_path / "r.json"
-    evaluate(det_run, split="test", out=out, overrides=["data.num_workers=0"], eval_metrics=["map", "recall"],
-             show_dir=show, results=results, show_score_thr=0.0)
+    evaluate(det_run, split="test", metrics_out=out, overrides=["data.num_workers=0"],
+             eval_metrics=["map", "recall"], show_dir=show, out=results, show_score_thr=0.0)
     printed = capsys.readouterr().out
     assert "test/voc_map" in printed and "test/voc_recall" in printed
     assert "test/map_75" not in printed  # bbox not asked for: in the json only
@@ -80,11 +80,11 @@ def test_the_cli_passes_the_detection_options_on(monkeypatch: pytest.MonkeyPatch
 
     calls = []
     monkeypatch.setattr(objmtl.runs.evaluate, "evaluate", lambda source, **kw: calls.append((source, kw)))
-    main(["run", "--eval", "bbox", "map", "recall", "data.num_workers=0", "--show-dir", "d", "--results", "r.json"])
+    main(["run", "--eval", "bbox", "map", "recall", "data.num_workers=0", "--show-dir", "d", "--out", "r.json"])
     source, kw = calls[0]
     assert source == Path("run") and kw["eval_metrics"] == ["bbox", "map", "recall"]
     assert kw["overrides"] == ["data.num_workers=0"] and kw["show_score_thr"] == 0.3
-    assert kw["show_dir"] == Path("d") and kw["results"] == Path("r.json") and kw["out"] is None
+    assert kw["show_dir"] == Path("d") and kw["out"] == Path("r.json") and kw["metrics_out"] is None
 
 
 def test_an_unknown_eval_group_is_a_user_error(tmp_path: Path) -> None:

@@ -47,7 +47,7 @@ def decoded(shards: Path) -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def cfg(shards: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    return compose_train("data=synth_det", f"data.root={shards}", run_dir=tmp_path_factory.mktemp("run"))
+    return compose_train("data=det", f"data.root={shards}", run_dir=tmp_path_factory.mktemp("run"))
 
 
 def test_flip_mirrors_boxes_with_their_labels_crowd_flags_and_areas(decoded: list[dict[str, Any]]) -> None:
@@ -227,3 +227,37 @@ def test_crowd_and_difficult_flags_travel_with_their_boxes() -> None:
     assert out["difficult"].tolist() == [True, False, True]
     batch = DetectionSamples.collate([out])
     assert batch["targets"][0]["difficult"].tolist() == [True, False, True]
+
+
+def test_the_datamodule_groups_training_batches_by_orientation(tmp_path: Path) -> None:
+    import io
+
+    from PIL import Image
+
+    from objmtl.data.datamodule import ShardDataModule
+    from objmtl.data.schema import Meta
+    from objmtl.data.shard_writer import ShardSetWriter
+
+    root, sizes = tmp_path / "mixed", [(40, 64), (64, 40)] * 12  # landscape, portrait, alternating
+    with ShardSetWriter(root, meta=Meta(classes=["a"], tasks=["det"])) as writer:
+        for i, (h, w) in enumerate(sizes):
+            buf = io.BytesIO()
+            Image.new("RGB", (w, h), (i, 0, 0)).save(buf, format="PNG")
+            writer.write("train", image=buf.getvalue(), ext="png",
+                         ann={"image_id": i, "boxes": [[2, 2, 20, 20]], "classes": [0]})
+
+    def batches(grouped: bool) -> list[dict[str, Any]]:
+        dm = ShardDataModule(root=str(root), task="det", batch_size=4, num_workers=0, shuffle_buffer=8,
+                             group_by_aspect=grouped)
+        loader = dm.train_dataloader()
+        assert len(loader) == len(sizes) // 4
+        return list(loader)
+
+    mixed = batches(False)
+    grouped = batches(True)
+    assert len(grouped) == len(mixed) == 6
+    orientation = [{t["orig_size"][0] > t["orig_size"][1] for t in b["targets"]} for b in grouped]
+    assert sum(len(o) == 1 for o in orientation) >= 5  # only the last may mix
+    ids = sorted(int(t["image_id"]) for b in grouped for t in b["targets"])
+    assert ids == list(range(len(sizes)))
+    assert any(len({t["orig_size"][0] > t["orig_size"][1] for t in b["targets"]}) == 2 for b in mixed)

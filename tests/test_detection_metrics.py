@@ -13,6 +13,7 @@ import torch
 
 from objmtl.data import ShardDataset, read_meta
 from objmtl.metrics import COCO_KEYS, DetectionMetrics, target_from_ann, voc_ap
+from objmtl.runs.det_outputs import coco_results
 from tests.helpers import run_cli
 
 A, B, C, D, FAR = [0, 0, 10, 10], [20, 0, 30, 10], [40, 0, 50, 10], [60, 0, 70, 10], [100, 100, 110, 110]
@@ -112,12 +113,14 @@ def _predictions(raw: dict, seed: int = 0) -> dict[int, list[tuple[list[float], 
     return out
 
 
-def _pycocotools(ann_file: Path, preds: dict[int, list], out_dir: Path) -> list[float]:
+def _pycocotools(ann_file: Path, preds: dict[int, list] | list[dict], out_dir: Path) -> list[float]:
+    """pycocotools' 9 bbox figures for predictions per image id, or for ready COCO result records."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
-    results = [{"image_id": iid, "category_id": cat, "bbox": box, "score": score}
-               for iid, dets in preds.items() for box, cat, score in dets]
+    results = preds if isinstance(preds, list) else [
+        {"image_id": iid, "category_id": cat, "bbox": box, "score": score}
+        for iid, dets in preds.items() for box, cat, score in dets]
     (out_dir / "results.json").write_text(json.dumps(results))
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO(str(ann_file))
@@ -142,6 +145,7 @@ def test_coco_parity_with_pycocotools(real_data: Path, tmp_path: Path) -> None:
     theirs = _pycocotools(ann_file, preds, tmp_path)
 
     label_of = {cid: i for i, cid in enumerate(sorted(c["id"] for c in raw["categories"]))}
+    assert read_meta(out).class_ids == sorted(label_of)  # the source's category ids, by class index
     metric = DetectionMetrics()
     samples = list(ShardDataset(root=out, split="train"))
     assert len(samples) == len(raw["images"]) == read_meta(out).count("train")
@@ -164,3 +168,10 @@ def test_coco_parity_with_pycocotools(real_data: Path, tmp_path: Path) -> None:
     assert sum(r["gts"] for r in rows) == sum(1 - a["iscrowd"] for a in raw["annotations"])
     png = metric.plot_pr_curves(out_png=tmp_path / "pr.png", class_names=names)
     assert png.stat().st_size > 1000
+
+    # objmtl-test --out's results json, with the ids taken back to COCO's, scores as the source's own
+    images = [{"image_id": iid, "boxes": np.array([[x, y, x + w, y + h] for (x, y, w, h), _, _ in dets]).reshape(-1, 4),
+               "scores": np.array([d[2] for d in dets]), "labels": np.array([label_of[d[1]] for d in dets])}
+              for iid, dets in preds.items()]
+    records = coco_results(images, category_ids=read_meta(out).class_ids)
+    np.testing.assert_allclose(_pycocotools(ann_file, records, tmp_path), theirs, atol=1e-4, rtol=0)

@@ -1,7 +1,8 @@
 """objmtl-test: evaluate a run directory or checkpoint, print the metrics and write them as JSON.
 
-For detection runs: --eval picks the printed metrics, --show-dir draws predictions beside the
-ground truth, --results writes the detections as a COCO results json."""
+--out writes the predictions (detection: COCO results json; classification: json, or text for any
+other suffix). For detection runs --eval picks the printed metrics and --show-dir draws predictions
+beside the ground truth."""
 
 from __future__ import annotations
 
@@ -22,7 +23,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=("val", "test"), default=None,
                    help="default: test when the data has a test split, else val")
     p.add_argument("--out", type=Path, default=None,
-                   help="metrics JSON (default RUN_DIR/eval_<split>/metrics.json)")
+                   help="write the predictions here: detection: COCO results json (image_id, category_id as in "
+                        "the source data, bbox [x, y, w, h] in original pixels, score); classification: a json "
+                        "list (.json) or tab-separated text (key, label, class, score)")
+    p.add_argument("--metrics-out", type=Path, default=None,
+                   help="metrics JSON (default RUN_DIR/eval_<split>/metrics.json; plots go beside it)")
     det = p.add_argument_group("detection runs")
     det.add_argument("--eval", nargs="+", default=None, dest="eval_metrics", metavar="{bbox,map,recall}",
                      help="metrics to print: bbox (COCO AP, AP50, AP75, APs/m/l, AR; the default), map (VOC "
@@ -31,10 +36,6 @@ def build_parser() -> argparse.ArgumentParser:
                      help="write IMAGE_ID.png per image: predictions beside ground truth, original size")
     det.add_argument("--show-score-thr", type=float, default=0.3,
                      help="lowest score drawn in --show-dir pictures (default 0.3)")
-    det.add_argument("--results", type=Path, default=None,
-                     help="COCO results json of the detections: image_id, category_id (the contiguous class "
-                          "index of meta.json, not the source's category id), bbox [x, y, w, h] in original "
-                          "pixels, score")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--accelerator", default="auto", help="auto, cpu or gpu")
     p.add_argument("overrides", nargs="*", metavar="key=value")
@@ -53,9 +54,9 @@ def main(argv: list[str] | None = None) -> None:
         bad = [o for o in args.overrides if "=" not in o]
         if bad:
             raise UserError(f"{bad[0]}: overrides are key=value")
-        evaluate(args.source, split=args.split, data_root=args.data, out=args.out, overrides=args.overrides,
-                 accelerator=args.accelerator, batch_size=args.batch_size, eval_metrics=args.eval_metrics,
-                 show_dir=args.show_dir, show_score_thr=args.show_score_thr, results=args.results)
+        evaluate(args.source, split=args.split, data_root=args.data, out=args.out, metrics_out=args.metrics_out,
+                 overrides=args.overrides, accelerator=args.accelerator, batch_size=args.batch_size,
+                 eval_metrics=args.eval_metrics, show_dir=args.show_dir, show_score_thr=args.show_score_thr)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
+from objmtl.data.det_samples import AspectGroupedDataset
 from objmtl.data.mixing import MixedDataset, merge_metas
 from objmtl.data.schema import Meta, read_meta
 from objmtl.data.shard_reader import ShardDataset
@@ -76,6 +77,8 @@ class ShardDataModule(L.LightningDataModule):
         repeat_threshold: LVIS's ``t`` for ``mix=repeat_factor``.
         image_size, mean, std: the input size and normalisation the transforms use, recorded
             for export and prediction.
+        group_by_aspect: training batches of only landscape or only portrait images
+            (:func:`objmtl.data.det_samples.group_by_aspect`), for less padding in detection.
     """
 
     def __init__(self, *, root: str | None = None, task: str = "cls", batch_size: int = 32,
@@ -86,7 +89,7 @@ class ShardDataModule(L.LightningDataModule):
                  test_split: str = "test", image_size: int | list[int] | None = None,
                  mean: list[float] | None = None, std: list[float] | None = None,
                  sources: list[dict[str, Any]] | None = None, mix: str = "concat",
-                 repeat_threshold: float = 0.001) -> None:
+                 repeat_threshold: float = 0.001, group_by_aspect: bool = False) -> None:
         super().__init__()
         self.sources = [dict(s) for s in sources] if sources else None
         if self.sources and any("root" not in s for s in self.sources):
@@ -106,6 +109,7 @@ class ShardDataModule(L.LightningDataModule):
         self._datasets: dict[str, ShardDataset] = {}
         # what the transforms normalise with: exported models and predictors need the same
         self.image_size, self.mean, self.std = image_size, mean, std
+        self.group_by_aspect = group_by_aspect
 
     def prepare_data(self) -> None:
         if self.synth is not None:
@@ -136,7 +140,7 @@ class ShardDataModule(L.LightningDataModule):
             samples_per_epoch=self.samples_per_epoch if train and not self.sources else None,
             on_decode_error=self.on_decode_error)
 
-    def dataset(self, stage: str) -> ShardDataset | MixedDataset:
+    def dataset(self, stage: str) -> ShardDataset | MixedDataset | AspectGroupedDataset:
         """The dataset of ``train``, ``val`` or ``test`` (built once)."""
         if stage not in self._datasets:
             self.read_meta()
@@ -153,6 +157,9 @@ class ShardDataModule(L.LightningDataModule):
                     samples_per_epoch=self.samples_per_epoch if stage == "train" else None,
                     repeat_threshold=self.repeat_threshold, transform=adapter, seed=self.seed,
                     batch_size=parts[0].batch_size)
+            if stage == "train" and self.group_by_aspect:
+                self._datasets[stage] = AspectGroupedDataset(dataset=self._datasets[stage],
+                                                             batch_size=self.batch_size)
         return self._datasets[stage]
 
     def _loader(self, stage: str) -> DataLoader:

@@ -3,7 +3,7 @@
 The albumentations pipeline gets the boxes as ``pascal_voc`` (x1, y1, x2, y2 in pixels) with
 three label fields, ``labels``, ``iscrowd`` and ``area``, so that a box dropped by a crop takes
 its class, crowd flag and area with it. Its ``bbox_params`` must name those three fields (see
-``conf/data/synth_det.yaml``). Boxes of zero width or height never reach the loss: they are
+``conf/data/det.yaml``). Boxes of zero width or height never reach the loss: they are
 dropped before the pipeline (degenerate in the source, or outside the image) and after it, and
 the sample counts them with those the pipeline dropped (``min_area``, ``min_visibility``).
 Crowd boxes are kept and flagged: the loss ignores them, the evaluation needs them.
@@ -20,7 +20,7 @@ import torch
 
 from objmtl.errors import UserError
 
-__all__ = ["LABEL_FIELDS", "DetectionSamples", "PadCollate", "group_by_aspect"]
+__all__ = ["LABEL_FIELDS", "AspectGroupedDataset", "DetectionSamples", "PadCollate", "group_by_aspect"]
 
 LABEL_FIELDS = ("labels", "iscrowd", "area")
 TARGET_KEYS = ("boxes", "labels", "iscrowd", "difficult", "area", "image_id", "orig_size", "scale")
@@ -31,7 +31,7 @@ def _image_tensor(image: Any) -> torch.Tensor:
     if isinstance(image, torch.Tensor):
         return image.float()
     array = np.asarray(image)
-    tensor = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).float()
+    tensor = torch.from_numpy(np.array(array, copy=True)).permute(2, 0, 1).float()
     return tensor.div_(255) if array.dtype == np.uint8 else tensor
 
 
@@ -49,7 +49,8 @@ def _check_pipeline(transform: Any) -> None:
     proc = processors.get("bboxes")
     if proc is None:
         raise UserError("data transform: task=det needs an albumentations.Compose with bbox_params "
-                        f"(format: pascal_voc, label_fields: [{', '.join(LABEL_FIELDS)}])")
+                        f"(format: pascal_voc, label_fields: [{', '.join(LABEL_FIELDS)}]); data=shards is "
+                        "for classification: use data=det (task=det's default) with data.root=SHARDS")
     fields = list(proc.params.label_fields or [])
     missing = [f for f in LABEL_FIELDS if f not in fields]
     if proc.params.format != "pascal_voc" or missing:
@@ -244,3 +245,26 @@ def group_by_aspect(stream: Iterable[dict[str, Any]], *, batch_size: int) -> Ite
             group.clear()
     for group in groups.values():
         yield from group
+
+
+class AspectGroupedDataset(torch.utils.data.IterableDataset):
+    """A streaming dataset whose samples pass through :func:`group_by_aspect` in each worker.
+
+    The inner dataset hands each worker whole batches, so regrouping within a worker keeps the
+    number of batches and every sample; ``set_epoch``, ``pop_skipped`` and ``len`` are the inner's.
+    """
+
+    def __init__(self, *, dataset: Any, batch_size: int) -> None:
+        self.dataset, self.batch_size = dataset, batch_size
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return group_by_aspect(iter(self.dataset), batch_size=self.batch_size)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.dataset.set_epoch(epoch)
+
+    def pop_skipped(self) -> int:
+        return self.dataset.pop_skipped()

@@ -54,7 +54,8 @@ def merge_metas(metas: Sequence[Meta]) -> tuple[Meta, list[dict[str, list[int]]]
     tasks = sorted({t for m in metas for t in m.tasks}, key=("cls", "det", "seg", "pose").index)
     keypoints = next((m.keypoints for m in metas if m.keypoints), None)
     meta = replace(metas[0], classes=classes, mask_classes=mask_classes, tasks=tasks, keypoints=keypoints,
-                   splits={}, source="+".join(m.source for m in metas))
+                   splits={}, source="+".join(m.source for m in metas),
+                   class_ids=metas[0].class_ids if len(metas) == 1 else [])  # mixed sources: no one id space
     return meta, maps
 
 

@@ -78,6 +78,8 @@ class Meta:
         mask_classes: names of the semantic mask ids (index = pixel value); 255 is ignore.
         keypoints: the keypoint spec when instances carry keypoints.
         splits: per split, the shard files and their sample counts.
+        class_ids: the source dataset's id of each class (COCO category ids, YOLO ids with gaps),
+            when they are not simply 0..n-1; results files written for the source use them.
     """
 
     classes: list[str]
@@ -86,7 +88,16 @@ class Meta:
     keypoints: KeypointSpec | None = None
     splits: dict[str, list[ShardInfo]] = field(default_factory=dict)
     source: str = ""
+    class_ids: list[int] = field(default_factory=list)
     schema_version: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        if self.class_ids and len(self.class_ids) != len(self.classes):
+            raise UserError(f"meta: {len(self.class_ids)} class_ids for {len(self.classes)} classes")
+
+    def source_class_id(self, label: int) -> int:
+        """The source dataset's id of contiguous class ``label`` (``label`` itself without ``class_ids``)."""
+        return int(self.class_ids[label]) if self.class_ids else int(label)
 
     @property
     def num_classes(self) -> int:
@@ -155,6 +166,7 @@ def read_meta(root: str | Path) -> Meta:
             splits={s: [ShardInfo(file=str(i["file"]), count=int(i["count"])) for i in shards]
                     for s, shards in raw.get("splits", {}).items()},
             source=str(raw.get("source", "")),
+            class_ids=[int(i) for i in raw.get("class_ids", [])],
         )
     except (KeyError, TypeError, ValueError) as e:
         raise UserError(f"{path}: malformed meta ({type(e).__name__}: {e})") from None

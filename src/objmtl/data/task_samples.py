@@ -27,7 +27,7 @@ def _to_tensor(image: Any) -> torch.Tensor:
 
 
 class ClassificationSamples:
-    """``{"image": Tensor[3, H, W], "label": int}`` from a sample's ``label``."""
+    """``{"image": Tensor[3, H, W], "label": int, "key": str}`` from a sample's ``label``."""
 
     task = "cls"
     needs = ("label",)
@@ -46,7 +46,7 @@ class ClassificationSamples:
         image = sample["image"]
         if self.transform is not None:
             image = self.transform(image=image)["image"]
-        return {"image": _to_tensor(image), "label": int(label)}
+        return {"image": _to_tensor(image), "label": int(label), "key": str(sample["key"])}
 
     @staticmethod
     def collate(batch: list[dict[str, Any]]) -> dict[str, Any]:

@@ -6,9 +6,9 @@ and ground truth that :class:`~objmtl.tasks.detection.DetectionTask` returns fro
 undone). From those:
 
 - :func:`write_results` writes COCO-style results ``[{"image_id", "category_id", "bbox": [x, y, w, h],
-  "score"}]`` in original pixels. ``category_id`` is the contiguous label the model predicts
-  (the index into ``meta.json``'s classes), not the source dataset's category id: mapping it back
-  (e.g. to COCO's 1..90) needs the converter's id map, which shards don't record yet.
+  "score"}]`` in original pixels. ``category_id`` is the source dataset's id of the predicted class
+  (``meta.json``'s ``class_ids``: COCO's 1..90, YOLO ids with gaps), so the file can be scored
+  against the source annotations as it is; shards without ``class_ids`` get the contiguous label.
 - :func:`show_predictions` draws, per image, the predictions scoring at least ``score_thr`` beside
   the ground truth (crowd / ignored boxes in grey), on the decoded original image. The model only
   ever sees the transformed tensor, so the original pixels are re-read from the split's shards
@@ -101,23 +101,29 @@ def print_per_class(rows: Sequence[dict[str, Any]]) -> None:
     Console(width=120).print(table)
 
 
-def coco_results(images: Sequence[ImageOutputs]) -> list[dict[str, Any]]:
-    """COCO ``loadRes`` records of all detections: xywh in original pixels, contiguous labels."""
+def coco_results(images: Sequence[ImageOutputs], *,
+                 category_ids: Sequence[int] | None = None) -> list[dict[str, Any]]:
+    """COCO ``loadRes`` records of all detections: xywh in original pixels.
+
+    ``category_ids[label]`` is written as the ``category_id`` (the source's ids); without it, the label.
+    """
     out = []
     for im in images:
         for (x1, y1, x2, y2), score, label in zip(im["boxes"].tolist(), im["scores"].tolist(),
                                                   im["labels"].tolist(), strict=True):
-            out.append({"image_id": im["image_id"], "category_id": int(label),
+            category = int(category_ids[label]) if category_ids else int(label)
+            out.append({"image_id": im["image_id"], "category_id": category,
                         "bbox": [round(x1, 3), round(y1, 3), round(x2 - x1, 3), round(y2 - y1, 3)],
                         "score": round(float(score), 5)})
     return out
 
 
-def write_results(*, images: Sequence[ImageOutputs], out: str | Path) -> Path:
+def write_results(*, images: Sequence[ImageOutputs], out: str | Path,
+                  category_ids: Sequence[int] | None = None) -> Path:
     """Writes :func:`coco_results` of ``images`` as a json list to ``out``; returns the path."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(coco_results(images)) + "\n")
+    out.write_text(json.dumps(coco_results(images, category_ids=category_ids)) + "\n")
     return out
 
 

@@ -13,7 +13,7 @@ from omegaconf import OmegaConf, open_dict
 
 from objmtl.config import register_resolvers
 from objmtl.errors import UserError
-from objmtl.runs import det_outputs
+from objmtl.runs import cls_outputs, det_outputs
 from objmtl.runs.checkpoint import config_from_checkpoint, load_checkpoint, state_dict_of
 from objmtl.runs.overrides import apply_overrides
 from objmtl.runs.quiet import quiet_lightning
@@ -37,20 +37,23 @@ def find_checkpoint(path: str | Path) -> Path:
 
 
 def evaluate(source: str | Path, *, split: str | None = None, data_root: str | Path | None = None,
-             out: str | Path | None = None, overrides: Sequence[str] = (),
+             out: str | Path | None = None, metrics_out: str | Path | None = None, overrides: Sequence[str] = (),
              accelerator: str = "auto", batch_size: int | None = None, eval_metrics: Sequence[str] | None = None,
-             show_dir: str | Path | None = None, show_score_thr: float = 0.3,
-             results: str | Path | None = None) -> dict[str, float]:
+             show_dir: str | Path | None = None, show_score_thr: float = 0.3) -> dict[str, float]:
     """Evaluates a run's checkpoint on ``split`` of its data (or of ``data_root``).
 
     ``split=None`` takes ``test`` when the data has one, else ``val``.
 
-    Metrics are printed and written to ``out`` (default: ``RUN_DIR/eval_<split>/metrics.json``,
-    beside the pictures the task draws). Detection runs only (see :mod:`objmtl.runs.det_outputs`):
-    ``eval_metrics`` picks the printed groups (``bbox``: COCO AP/AR, the default; ``map``: VOC mAP at
-    IoU 0.5; ``recall``: VOC recall), every figure and the per-class table still go to ``out``;
-    ``show_dir`` gets a picture per image (predictions scoring >= ``show_score_thr`` beside the
-    ground truth, original size); ``results`` gets the detections as a COCO results json.
+    Metrics are printed and written to ``metrics_out`` (default: ``RUN_DIR/eval_<split>/metrics.json``,
+    beside the pictures the task draws). ``out`` gets the predictions, as MMDetection's and
+    ObjectiveMTL's ``--out``: for detection a COCO results json (source category ids, original
+    pixels; :mod:`objmtl.runs.det_outputs`), for classification a json list or tab-separated text
+    by the suffix (:mod:`objmtl.runs.cls_outputs`).
+
+    Detection runs only: ``eval_metrics`` picks the printed groups (``bbox``: COCO AP/AR, the
+    default; ``map``: VOC mAP at IoU 0.5; ``recall``: VOC recall), every figure and the per-class
+    table still go to ``metrics_out``; ``show_dir`` gets a picture per image (predictions scoring
+    >= ``show_score_thr`` beside the ground truth, original size).
     """
     if split not in (None, "val", "test"):
         raise UserError(f"--split {split}: use val or test")
@@ -79,15 +82,19 @@ def evaluate(source: str | Path, *, split: str | None = None, data_root: str | P
         other = "val" if split == "test" else "test"
         raise UserError(f"{datamodule.root}: split {split!r} has no samples"
                         + (f" (try --split {other})" if meta.count(datamodule.splits[other]) else ""))
-    work = Path(out).parent if out else run_dir / f"eval_{split}"
+    work = Path(metrics_out).parent if metrics_out else run_dir / f"eval_{split}"
     with open_dict(cfg):
         cfg.paths.output_dir = str(work)
     task = build_task(cfg, for_training=False)
     is_det = isinstance(task, DetectionTask)
-    if not is_det and (eval_metrics or show_dir or results):
-        raise UserError("--eval, --show-dir and --results are for detection runs (task=det)")
+    if not is_det and (eval_metrics or show_dir):
+        raise UserError("--eval and --show-dir are for detection runs (task=det)")
     task.model.load_state_dict(state_dict_of(ckpt))
-    collector = det_outputs.DetectionCollector() if show_dir or results else None
+    collector: det_outputs.DetectionCollector | cls_outputs.ClassificationCollector | None = None
+    if is_det and (show_dir or out):
+        collector = det_outputs.DetectionCollector()
+    elif out:
+        collector = cls_outputs.ClassificationCollector()
     trainer = L.Trainer(accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False,
                         default_root_dir=str(work), enable_model_summary=False,
                         callbacks=[collector] if collector else None)
@@ -98,17 +105,22 @@ def evaluate(source: str | Path, *, split: str | None = None, data_root: str | P
                               "metrics": metrics}
     if is_det:
         report["per_class"] = task.per_class.get(split, [])
-    out = Path(out) if out else work / "metrics.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1) + "\n")
+    metrics_out = Path(metrics_out) if metrics_out else work / "metrics.json"
+    metrics_out.parent.mkdir(parents=True, exist_ok=True)
+    metrics_out.write_text(json.dumps(report, indent=1) + "\n")
     shown = det_outputs.select_metrics(metrics, eval_metrics or ("bbox",)) if is_det else metrics
     _print_table(shown, title=f"{ckpt_path} on {datamodule.root} [{split}]")
     if is_det:
         det_outputs.print_per_class(report["per_class"])
-    print(f"metrics: {out}\nplots:   {work / 'plots'}")
-    if collector is not None and results:
-        print(f"results: {det_outputs.write_results(images=collector.images, out=results)}")
-    if collector is not None and show_dir:
+    print(f"metrics: {metrics_out}\nplots:   {work / 'plots'}")
+    if isinstance(collector, cls_outputs.ClassificationCollector):
+        written = cls_outputs.write_predictions(rows=collector.rows, class_names=task.class_names or meta.classes,
+                                                out=out)
+        print(f"predictions: {written}")
+    if isinstance(collector, det_outputs.DetectionCollector) and out:
+        written = det_outputs.write_results(images=collector.images, out=out, category_ids=meta.class_ids)
+        print(f"results: {written}" + ("" if meta.class_ids else " (category_id = class index of meta.json)"))
+    if isinstance(collector, det_outputs.DetectionCollector) and show_dir:
         roots = ([Path(s["root"]).expanduser() for s in datamodule.sources] if datamodule.sources
                  else [datamodule.root])
         n = det_outputs.show_predictions(images=collector.images, roots=roots, split=datamodule.splits[split],

@@ -53,13 +53,15 @@ class ClassificationTask(BaseTask):
                       batch_size=len(batch["label"]))
         return loss
 
-    def _eval_step(self, batch: dict[str, Tensor], stage: str) -> None:
+    def _eval_step(self, batch: dict[str, Tensor], stage: str) -> dict[str, Tensor]:
         logits = self(batch["image"])
         metrics = self.val_metrics if stage == "val" else self.test_metrics
         metrics.update(logits, batch["label"])
         self.confusion.update(logits, batch["label"])
         self.log(f"{stage}/loss", self._loss(logits, batch["label"]), prog_bar=stage == "val",
                  batch_size=len(batch["label"]), sync_dist=True)
+        scores, labels = torch.softmax(logits.detach().float(), dim=1).max(1)
+        return {"labels": labels, "scores": scores}  # for objmtl-test --out
 
     def _eval_end(self, stage: str) -> None:
         metrics = self.val_metrics if stage == "val" else self.test_metrics
@@ -71,14 +73,14 @@ class ClassificationTask(BaseTask):
             plot_confusion_matrix(matrix.cpu().numpy(), self.class_names,
                                   self.plot_dir / f"confusion_{stage}.png")
 
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._eval_step(batch, "val")
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        return self._eval_step(batch, "val")
 
     def on_validation_epoch_end(self) -> None:
         self._eval_end("val")
 
-    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._eval_step(batch, "test")
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        return self._eval_step(batch, "test")
 
     def on_test_epoch_end(self) -> None:
         self._eval_end("test")

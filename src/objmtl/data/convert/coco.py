@@ -272,7 +272,7 @@ def read_coco(src: str | Path, *, anns: dict[str, Path], images: str | None = No
     tasks = ["det", *(["seg"] if seg or rle_masks else []), *(["pose"] if spec else [])]
     classes = [names[c] for c in sorted(names)]
     meta = Meta(classes=classes, tasks=tasks, mask_classes=["background", *classes] if rle_masks else [],
-                keypoints=spec, source=f"coco:{src.name}")
+                keypoints=spec, source=f"coco:{src.name}", class_ids=sorted(names))
 
     def samples() -> Iterator[SourceSample]:
         for split, image, raw, where, hw in items:

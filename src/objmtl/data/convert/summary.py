@@ -34,6 +34,14 @@ def print_report(report: ConversionReport, *, console: Console | None = None) ->
     (console or Console(width=120)).print(table)
 
 
+DATA_CONFIG_OF_TASK = {"cls": "shards", "det": "det"}
+"""The data config (``conf/data/NAME.yaml``) whose transforms fit each task's annotations."""
+
+
+DET_DEFAULTS = ("image_size: 512  # the longest side, as the images are fed (data.image_size=N to change)\n"
+                "group_by_aspect: true  # batches of one orientation: less padding\n")
+
+
 def _task_of(meta: Meta) -> str:
     """The first task these shards carry that objmtl-train has a config for."""
     from objmtl.config import CONFIG_DIR
@@ -55,10 +63,11 @@ def write_data_config(out: Path, meta: Meta) -> tuple[Path, str]:
         note = (f"# These shards carry {', '.join(meta.tasks)}; objmtl-train has no task for them yet.\n")
         path.write_text(note + "defaults:\n  - shards\n  - _self_\n\n" + f"root: {out}\n", encoding="utf-8")
         return path, f"(no objmtl-train task for {', '.join(meta.tasks)} yet; data config kept for when it lands)"
-    command = f"objmtl-train --config-dir {out / 'conf'} data={name} task={task}"
+    command = f"objmtl-train --config-dir {out / 'conf'} task={task} data={name}"
+    base = DATA_CONFIG_OF_TASK.get(task, "shards")
     path.write_text(
         f"# Written by objmtl-data convert. Train on it with:\n#   {command}\n"
-        f"# or, without this file: objmtl-train task={task} data=shards data.root={out}\n"
-        "defaults:\n  - shards\n  - _self_\n\n"
-        f"root: {out}\n", encoding="utf-8")
+        f"# or, without this file: objmtl-train task={task} data={base} data.root={out}\n"
+        f"defaults:\n  - {base}\n  - _self_\n\n"
+        f"root: {out}\n" + (DET_DEFAULTS if task == "det" else ""), encoding="utf-8")
     return path, command

@@ -337,7 +337,8 @@ def read_yolo(src: str | Path, *, images: str | None = None, labels: str | None 
     gapped = ids is not None and ids != list(range(len(ids)))
     meta = Meta(classes=class_list, tasks=["det", *(["seg"] if polys else []), *(["pose"] if spec else [])],
                 keypoints=spec, source=f"yolo:{src.name}" + ("; source class ids " + ",".join(map(str, ids))
-                                                            if gapped else ""))
+                                                            if gapped else ""),
+                class_ids=list(ids) if gapped else [])
     conv = Conversion(meta=meta, samples=[], root=src)
     if drop_background and any(not lab.is_file() for _, lab, _ in rows):
         conv.events[DROPPED_BACKGROUND] += sum(not lab.is_file() for _, lab, _ in rows)
