@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from objmtl.runs.det_outputs import EVAL_GROUPS, select_metrics
+from objmtl.runs.det_outputs import EVAL_GROUPS, DetectionOutputs
 from tests.helpers import compose_train
 
 torch.set_num_threads(2)
@@ -87,15 +87,18 @@ def test_the_cli_passes_the_detection_options_on(monkeypatch: pytest.MonkeyPatch
     assert kw["show_dir"] == Path("d") and kw["out"] == Path("r.json") and kw["metrics_out"] is None
 
 
-def test_an_unknown_eval_group_is_a_user_error(tmp_path: Path) -> None:
+def test_an_unknown_eval_group_is_a_user_error() -> None:
     from objmtl.errors import UserError
-    from objmtl.runs.evaluate import evaluate
+    from objmtl.runs.cls_outputs import ClassificationOutputs
 
     with pytest.raises(UserError, match="--eval segm: use bbox, map, recall"):
-        evaluate(tmp_path, eval_metrics=["segm"])
+        DetectionOutputs.check_groups(["segm"])
+    with pytest.raises(UserError, match="--eval map: use accuracy"):
+        ClassificationOutputs.check_groups(["map"])
+    DetectionOutputs.check_groups(["map", "bbox"])
 
 
 def test_eval_groups_select_the_printed_metrics() -> None:
     metrics = {f"test/{k}": 0.5 for keys in EVAL_GROUPS.values() for k in keys} | {"test/loss": 1.0}
-    assert set(select_metrics(metrics, ["map"])) == {"test/voc_map", "test/loss"}
-    assert set(select_metrics(metrics, ["bbox", "recall"])) == set(metrics) - {"test/voc_map"}
+    assert set(DetectionOutputs.select(metrics, ["map"])) == {"test/voc_map", "test/loss"}
+    assert set(DetectionOutputs.select(metrics, ["bbox", "recall"])) == set(metrics) - {"test/voc_map"}

@@ -1,8 +1,8 @@
 """objmtl-test: evaluate a run directory or checkpoint, print the metrics and write them as JSON.
 
 --out writes the predictions (detection: COCO results json; classification: json, or text for any
-other suffix). For detection runs --eval picks the printed metrics and --show-dir draws predictions
-beside the ground truth."""
+other suffix), --eval picks the printed metrics and --show-dir draws predictions beside the ground
+truth (detection)."""
 
 from __future__ import annotations
 
@@ -28,10 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "list (.json) or tab-separated text (key, label, class, score)")
     p.add_argument("--metrics-out", type=Path, default=None,
                    help="metrics JSON (default RUN_DIR/eval_<split>/metrics.json; plots go beside it)")
-    det = p.add_argument_group("detection runs")
-    det.add_argument("--eval", nargs="+", default=None, dest="eval_metrics", metavar="{bbox,map,recall}",
-                     help="metrics to print: bbox (COCO AP, AP50, AP75, APs/m/l, AR; the default), map (VOC "
-                          "mAP at IoU 0.5), recall (VOC recall); all of them go to the metrics JSON")
+    p.add_argument("--eval", nargs="+", default=None, dest="eval_metrics", metavar="GROUP",
+                   help="metrics to print: cls: accuracy; det: bbox (COCO AP, AP50, AP75, APs/m/l, AR; the "
+                        "default), map (VOC mAP at IoU 0.5), recall (VOC recall); all go to the metrics JSON")
+    det = p.add_argument_group("pictures")
     det.add_argument("--show-dir", type=Path, default=None,
                      help="write IMAGE_ID.png per image: predictions beside ground truth, original size")
     det.add_argument("--show-score-thr", type=float, default=0.3,

@@ -1,10 +1,10 @@
-"""What ``objmtl-test --out`` writes for a classification run: one prediction per evaluated image.
+"""``objmtl-test`` for a classification run: ``--eval accuracy`` and ``--out`` predictions.
 
-:class:`ClassificationCollector` keeps, per image, the shard key, the predicted class, its softmax
+:class:`ClassificationOutputs` keeps, per image, the shard key, the predicted class, its softmax
 score and the true class that :class:`~objmtl.tasks.classification.ClassificationTask` returns
-from ``validation_step`` / ``test_step``. :func:`write_predictions` writes them as a json list
-(``.json``) or, for any other suffix, as tab-separated text, one image per line
-(``key  label  class_name  score``; ObjectiveMTL's ``cls_infer_to_txt`` layout, with a header).
+from ``validation_step`` / ``test_step``. ``--out`` writes them as a json list (``.json``) or, for
+any other suffix, as tab-separated text, one image per line (``key  label  class  score``;
+ObjectiveMTL's ``cls_infer_to_txt`` layout, with a header).
 """
 
 from __future__ import annotations
@@ -14,33 +14,27 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import lightning as L
+from objmtl.data.schema import Meta
+from objmtl.runs.outputs import EvalOutputs
 
-__all__ = ["ClassificationCollector", "write_predictions"]
+__all__ = ["ClassificationOutputs", "write_predictions"]
 
 
-class ClassificationCollector(L.Callback):
-    """Keeps ``{"key", "label", "score", "target"}`` of every evaluated image in ``rows``."""
+class ClassificationOutputs(EvalOutputs):
+    task = "cls"
+    eval_groups = {"accuracy": ("acc", "acc_top5")}
+    default_groups = ("accuracy",)
 
-    def __init__(self) -> None:
-        self.rows: list[dict[str, Any]] = []
-
-    def _collect(self, outputs: Any, batch: dict[str, Any]) -> None:
+    def collect(self, outputs: Any, batch: dict[str, Any]) -> None:
         if not isinstance(outputs, dict) or "labels" not in outputs:
             return
         keys = batch.get("key") or [""] * len(outputs["labels"])
         for key, label, score, target in zip(keys, outputs["labels"].tolist(), outputs["scores"].tolist(),
                                              batch["label"].tolist(), strict=True):
-            self.rows.append({"key": key, "label": int(label), "score": float(score), "target": int(target)})
+            self.items.append({"key": key, "label": int(label), "score": float(score), "target": int(target)})
 
-    def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any,
-                                batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
-        if not trainer.sanity_checking:
-            self._collect(outputs, batch)
-
-    def on_test_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any,
-                          batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._collect(outputs, batch)
+    def write(self, out: Path, *, meta: Meta, class_names: Sequence[str]) -> str:
+        return f"predictions: {write_predictions(rows=self.items, class_names=class_names, out=out)}"
 
 
 def write_predictions(*, rows: Sequence[dict[str, Any]], class_names: Sequence[str], out: str | Path) -> Path:

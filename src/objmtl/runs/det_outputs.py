@@ -1,6 +1,6 @@
 """What ``objmtl-test`` writes for a detection run besides metrics: COCO results json and pictures.
 
-:class:`DetectionCollector` is a Lightning callback that keeps, per evaluated image, the detections
+:class:`DetectionOutputs` (an :class:`~objmtl.runs.outputs.EvalOutputs`) keeps, per evaluated image, the detections
 and ground truth that :class:`~objmtl.tasks.detection.DetectionTask` returns from its
 ``validation_step`` / ``test_step`` (already in original-image pixels, the eval transform's scale
 undone). From those:
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict, deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +29,13 @@ import numpy as np
 from PIL import Image
 
 from objmtl.data.det_samples import DetectionSamples
-from objmtl.data.shard_reader import ShardDataset
+from objmtl.data.schema import Meta
 from objmtl.metrics.detection import COCO_KEYS
+from objmtl.runs.outputs import EvalOutputs, raw_samples
 from objmtl.viz.draw import IGNORE_COLOR, class_color, draw_boxes, side_by_side
 
-__all__ = ["EVAL_GROUPS", "DetectionCollector", "ImageOutputs", "coco_results", "print_per_class", "render",
-           "select_metrics", "show_predictions", "write_results"]
+__all__ = ["EVAL_GROUPS", "DetectionOutputs", "ImageOutputs", "coco_results", "print_per_class", "render",
+           "show_predictions", "write_results"]
 
 EVAL_GROUPS: dict[str, tuple[str, ...]] = {"bbox": COCO_KEYS, "map": ("voc_map",), "recall": ("voc_recall",)}
 """``objmtl-test --eval`` groups (ObjectiveMTL's names) -> the metric names they print."""
@@ -44,13 +45,14 @@ ImageOutputs = dict[str, Any]
 ``gt_boxes`` (M, 4), ``gt_labels``, ``gt_ignore`` (M,) bool; numpy arrays in original pixels."""
 
 
-class DetectionCollector(L.Callback):
-    """Keeps every evaluated image's detections and ground truth (on CPU, as numpy) in ``images``."""
+class DetectionOutputs(EvalOutputs):
+    """``--eval bbox|map|recall``, ``--out`` COCO results json, ``--show-dir`` pictures, per-class AP table."""
 
-    def __init__(self) -> None:
-        self.images: list[ImageOutputs] = []
+    task = "det"
+    eval_groups = EVAL_GROUPS
+    default_groups = ("bbox",)
 
-    def _collect(self, outputs: Any, batch: dict[str, Any]) -> None:
+    def collect(self, outputs: Any, batch: dict[str, Any]) -> None:
         if not isinstance(outputs, dict) or "preds" not in outputs:
             return
         for pred, gt, target in zip(outputs["preds"], outputs["targets"], batch["targets"], strict=True):
@@ -60,7 +62,7 @@ class DetectionCollector(L.Callback):
             ignore = gt["iscrowd"].bool()
             if gt.get("difficult") is not None:
                 ignore |= gt["difficult"].bool()
-            self.images.append({
+            self.items.append({
                 "image_id": int(target["image_id"]), "orig_size": (h, w), "boxes": boxes,
                 "scores": pred["scores"].detach().float().cpu().numpy().reshape(-1),
                 "labels": pred["labels"].detach().cpu().numpy().astype(np.int64).reshape(-1),
@@ -68,22 +70,20 @@ class DetectionCollector(L.Callback):
                 "gt_labels": gt["labels"].detach().cpu().numpy().astype(np.int64).reshape(-1),
                 "gt_ignore": ignore.cpu().numpy().reshape(-1)})
 
-    def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any,
-                                batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
-        if not trainer.sanity_checking:
-            self._collect(outputs, batch)
+    def report(self, task: L.LightningModule, split: str) -> dict[str, Any]:
+        return {"per_class": getattr(task, "per_class", {}).get(split, [])}
 
-    def on_test_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any,
-                          batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._collect(outputs, batch)
+    def print_report(self, report: dict[str, Any]) -> None:
+        print_per_class(report.get("per_class", []))
 
+    def write(self, out: Path, *, meta: Meta, class_names: Sequence[str]) -> str:
+        written = write_results(images=self.items, out=out, category_ids=meta.class_ids)
+        return f"results: {written}" + ("" if meta.class_ids else " (category_id = class index of meta.json)")
 
-def select_metrics(metrics: dict[str, float], groups: Sequence[str]) -> dict[str, float]:
-    """The ``STAGE/name`` metrics of the chosen :data:`EVAL_GROUPS`, and every one outside all groups."""
-    grouped = {k for keys in EVAL_GROUPS.values() for k in keys}
-    chosen = {k for g in groups for k in EVAL_GROUPS[g]}
-    return {k: v for k, v in metrics.items() if k.rsplit("/", 1)[-1] in chosen
-            or k.rsplit("/", 1)[-1] not in grouped}
+    def show(self, out_dir: Path, *, roots: Sequence[Path], split: str, class_names: Sequence[str],
+             score_thr: float) -> int:
+        return show_predictions(images=self.items, roots=roots, split=split, out_dir=out_dir,
+                                class_names=class_names, score_thr=score_thr)
 
 
 def print_per_class(rows: Sequence[dict[str, Any]]) -> None:
@@ -127,12 +127,6 @@ def write_results(*, images: Sequence[ImageOutputs], out: str | Path,
     return out
 
 
-def _raw_samples(roots: Sequence[Path], split: str) -> Iterator[dict[str, Any]]:
-    """Decoded, untransformed samples of ``split`` in each shard set (single process, in order)."""
-    for root in roots:
-        yield from ShardDataset(root=root, split=split, world_size=1, rank=0)
-
-
 def render(*, image: np.ndarray, outputs: ImageOutputs, class_names: Sequence[str],
            score_thr: float) -> np.ndarray:
     """Predictions (score >= ``score_thr``) beside ground truth on one original image."""
@@ -151,7 +145,7 @@ def show_predictions(*, images: Sequence[ImageOutputs], roots: Sequence[str | Pa
     """Writes ``out_dir/<image_id>.png`` (prediction beside ground truth) for each collected image.
 
     Args:
-        images: the collected outputs (:class:`DetectionCollector`).
+        images: the collected outputs (:attr:`DetectionOutputs.items`).
         roots: the shard sets evaluated (one, or each of ``data.sources`` in order).
         split: the split directory name that was evaluated (``test``, ...).
         out_dir: where the PNGs go (created).
@@ -168,7 +162,7 @@ def show_predictions(*, images: Sequence[ImageOutputs], roots: Sequence[str | Pa
         pending[im["image_id"]].append(im)
     left, written = len(images), 0
     seen: dict[int, int] = defaultdict(int)
-    for sample in _raw_samples([Path(r) for r in roots], split):
+    for sample in raw_samples([Path(r) for r in roots], split):
         if left == 0:
             break
         image_id = DetectionSamples._image_id(sample)

@@ -1,0 +1,123 @@
+"""What ``objmtl-test`` does per task type beyond the metrics: ``--eval`` groups, ``--out``, ``--show-dir``.
+
+Each task type has an :class:`EvalOutputs` subclass (``objmtl.runs.<task>_outputs``), named in
+:data:`OUTPUTS`. It is a Lightning callback: during evaluation it receives what the task's
+``validation_step`` / ``test_step`` return and keeps, per image, what ``--out`` and ``--show-dir``
+need (only when one of them was asked for: ``keep``). :func:`objmtl.runs.evaluate.evaluate` then
+calls :meth:`~EvalOutputs.write` and :meth:`~EvalOutputs.show`.
+
+A new task type adds its subclass and one line to :data:`OUTPUTS`; evaluate() itself does not change.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import lightning as L
+
+from objmtl.data.schema import Meta
+from objmtl.data.shard_reader import ShardDataset
+from objmtl.errors import UserError
+
+__all__ = ["OUTPUTS", "EvalOutputs", "outputs_for", "raw_samples"]
+
+OUTPUTS: dict[str, str] = {
+    "cls": "objmtl.runs.cls_outputs:ClassificationOutputs",
+    "det": "objmtl.runs.det_outputs:DetectionOutputs",
+}
+"""Task name -> ``module:class`` of its :class:`EvalOutputs`."""
+
+
+def raw_samples(roots: Sequence[Path], split: str) -> Iterator[dict[str, Any]]:
+    """Decoded, untransformed samples of ``split`` in each shard set (single process, in order):
+    the original pixels that ``--show-dir`` pictures are drawn on."""
+    for root in roots:
+        yield from ShardDataset(root=root, split=split, world_size=1, rank=0)
+
+
+class EvalOutputs(L.Callback):
+    """Collects per-image outputs in evaluation; writes ``--out`` and ``--show-dir``.
+
+    Subclasses set :attr:`task`, :attr:`eval_groups` (``--eval`` name -> metric names it prints;
+    empty: ``--eval`` is not offered and every metric prints) and :attr:`default_groups`, and
+    implement :meth:`collect` and :meth:`write`; :meth:`show` when the task draws pictures.
+    """
+
+    task: ClassVar[str] = ""
+    eval_groups: ClassVar[dict[str, tuple[str, ...]]] = {}
+    default_groups: ClassVar[tuple[str, ...]] = ()
+    out_help: ClassVar[str] = ""
+
+    def __init__(self, *, keep: bool = False) -> None:
+        self.keep = keep
+        self.items: list[dict[str, Any]] = []
+
+    # ---- collecting ----
+
+    def collect(self, outputs: Any, batch: Any) -> None:
+        """Appends one dict per image of ``batch`` to :attr:`items` (numpy, on CPU)."""
+        raise NotImplementedError
+
+    def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any,
+                                batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        if self.keep and not trainer.sanity_checking and outputs is not None:
+            self.collect(outputs, batch)
+
+    def on_test_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any,
+                          batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        if self.keep and outputs is not None:
+            self.collect(outputs, batch)
+
+    # ---- metrics ----
+
+    @classmethod
+    def check_groups(cls, groups: Sequence[str] | None) -> None:
+        """A UserError for an ``--eval`` name this task type does not have."""
+        if not groups:
+            return
+        if not cls.eval_groups:
+            raise UserError(f"--eval: task={cls.task} prints all its metrics (no groups to pick)")
+        bad = [g for g in groups if g not in cls.eval_groups]
+        if bad:
+            raise UserError(f"--eval {bad[0]}: use {', '.join(cls.eval_groups)}")
+
+    @classmethod
+    def select(cls, metrics: dict[str, float], groups: Sequence[str] | None) -> dict[str, float]:
+        """The ``STAGE/name`` metrics of the chosen groups (default :attr:`default_groups`), and every
+        metric outside all groups."""
+        groups = groups or cls.default_groups
+        if not cls.eval_groups or not groups:
+            return dict(metrics)
+        grouped = {k for keys in cls.eval_groups.values() for k in keys}
+        chosen = {k for g in groups for k in cls.eval_groups[g]}
+        return {k: v for k, v in metrics.items() if k.rsplit("/", 1)[-1] in chosen
+                or k.rsplit("/", 1)[-1] not in grouped}
+
+    def report(self, task: L.LightningModule, split: str) -> dict[str, Any]:
+        """Extra entries of the metrics JSON (e.g. a per-class table); printed by :meth:`print_report`."""
+        return {}
+
+    def print_report(self, report: dict[str, Any]) -> None:
+        """Prints the extra entries of :meth:`report` (nothing by default)."""
+
+    # ---- files ----
+
+    def write(self, out: Path, *, meta: Meta, class_names: Sequence[str]) -> str:
+        """Writes the collected predictions to ``out``; returns the line to print."""
+        raise NotImplementedError
+
+    def show(self, out_dir: Path, *, roots: Sequence[Path], split: str, class_names: Sequence[str],
+             score_thr: float) -> int:
+        """Draws the collected predictions into ``out_dir``; returns the number of pictures."""
+        raise UserError(f"--show-dir: task={self.task} draws no pictures yet")
+
+
+def outputs_for(task: str) -> type[EvalOutputs]:
+    """The :class:`EvalOutputs` subclass of task type ``task`` (a UserError when there is none)."""
+    if task not in OUTPUTS:
+        raise UserError(f"objmtl-test: no evaluation outputs for task={task} (known: {', '.join(OUTPUTS)})")
+    module, name = OUTPUTS[task].split(":")
+    return getattr(importlib.import_module(module), name)
