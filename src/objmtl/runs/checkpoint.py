@@ -17,8 +17,12 @@ __all__ = ["config_from_checkpoint", "load_checkpoint", "load_weights", "state_d
 log = logging.getLogger(__name__)
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """``torch.load(weights_only=True)``: a checkpoint needing arbitrary pickled objects is refused."""
+def load_checkpoint(path: str | Path, *, trust: bool = False) -> dict[str, Any]:
+    """``torch.load(weights_only=True)``: a checkpoint needing arbitrary pickled objects is refused.
+
+    ``trust=True`` (``--trust`` on the command line) unpickles anything: only for files whose
+    source you trust, since unpickling can run code.
+    """
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such checkpoint file")
@@ -27,11 +31,11 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not (magic.startswith(b"PK") or magic[:1] == b"\x80"):  # torch's zip format, or a legacy pickle
         raise UserError(f"{path}: not a checkpoint (neither torch's zip format nor a pickle)")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch.load(path, map_location="cpu", weights_only=not trust)
     except pickle.UnpicklingError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"{path}: refused: it holds objects that safe (weights_only) loading does not allow "
-                        f"({first[:160]}); only load it with full unpickling if you trust its source") from None
+                        f"({first[:160]}); pass --trust only if you trust its source") from None
     except Exception as e:  # noqa: BLE001 - a truncated or foreign file fails in many ways inside torch
         raise UserError(f"{path}: not a readable checkpoint ({type(e).__name__}: {str(e)[:160]})") from None
     if not isinstance(obj, dict):
