@@ -44,3 +44,21 @@ def real_data() -> Path:
             pytest.fail(message)
         pytest.skip(message)
     return root
+
+
+@pytest.fixture(scope="session")
+def atss_coco128_run(real_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """ATSS-R18 trained from scratch on 8 coco128 images (train = val), 300 steps at 256 px: ~4.5 min.
+
+    Returns ``{"root": shards, "run_dir": ..., "summary": train()'s summary}``.
+    """
+    from objmtl.runs.train import train
+    from tests.helpers import compose_train, eight_coco128_images
+
+    tmp = tmp_path_factory.mktemp("atss-coco128")
+    root = eight_coco128_images(real_data, tmp)
+    cfg = compose_train("task=det", "model=atss", f"data.root={root}", "data.num_workers=0", "data.batch_size=4",
+                        "data.image_size=256", "trainer.max_epochs=150", "trainer.check_val_every_n_epoch=37",
+                        "logger=csv", "test_after_fit=false", "optim.lr=0.001", "optim.weight_decay=0.0001",
+                        "sched=constant", run_dir=tmp / "run")
+    return {"root": root, "run_dir": tmp / "run", "summary": train(cfg)}

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -57,3 +59,28 @@ def det_target(boxes: list[list[float]], labels: list[int], crowd: list[bool] | 
     return {"boxes": torch.tensor(boxes, dtype=torch.float32).reshape(n, 4),
             "labels": torch.tensor(labels, dtype=torch.long),
             "iscrowd": torch.tensor(crowd or [False] * n, dtype=torch.bool)}
+
+
+def eight_coco128_images(real_data: Path, tmp_path: Path) -> Path:
+    """8 coco128 images with boxes, converted with the CLI, as both the train and the val split."""
+    from objmtl.data import read_meta
+    from objmtl.data.shard_reader import iter_shard
+    from objmtl.data.shard_writer import ShardSetWriter
+
+    converted = tmp_path / "coco128"
+    result = run_cli("objmtl-data", "convert", "--format", "yolo", "--src", str(real_data / "detection" / "coco128"),
+                     "--images", "images/train2017", "--labels", "labels/train2017", "--names", "config.yaml",
+                     "--val-fraction", "0", "--out", str(converted))
+    assert result.returncode == 0, result.stderr
+    meta = read_meta(converted)
+    picked = []
+    for shard in meta.splits["train"]:
+        for raw in iter_shard(str(converted / "train" / shard.file)):
+            if json.loads(raw["json"]).get("boxes") and len(picked) < 8:
+                picked.append(raw)
+    root = tmp_path / "eight"
+    with ShardSetWriter(root, meta=replace(meta, splits={})) as writer:
+        for split in ("train", "val"):
+            for raw in picked:
+                writer.write(split, image=raw["jpg"], ext="jpg", ann=json.loads(raw["json"]))
+    return root

@@ -1,0 +1,1 @@
+"""Deployment: ONNX graphs of trained models, their verification against PyTorch, Triton repositories."""

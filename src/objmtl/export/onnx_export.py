@@ -1,0 +1,166 @@
+"""``objmtl-export onnx``: a checkpoint -> an ONNX file that carries everything a predictor needs.
+
+The exporter is torch's TorchScript-based one (``dynamo=False``), chosen on purpose: the
+torch.export-based default failed on data-dependent NMS here, and the traced graphs of
+:mod:`objmtl.export.graphs` are written so that tracing keeps batch, height and width dynamic.
+The test suite exports, runs onnxruntime and compares, on this path.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+
+import objmtl
+from objmtl.errors import UserError
+from objmtl.export.graphs import ClassifierGraph, DetectorGraph, Normalize, output_names
+from objmtl.export.metadata import write_metadata
+
+__all__ = ["DEFAULT_OPSET", "ExportedModel", "build_graph", "export_onnx", "load_for_export", "metadata_of"]
+
+DEFAULT_OPSET = 17
+
+_OUTPUTS = {
+    "cls": ["class logits [B, K]"],
+    "det:none": ["per anchor: box xyxy (input pixels) + K class scores [B, A, 4 + K]"],
+    "det:onnx": ["boxes xyxy (input pixels) [B, D, 4]", "scores [B, D]", "labels int64 [B, D] (-1: empty)",
+                 "detections per image int64 [B]"],
+}
+
+
+class ExportedModel:
+    """A checkpoint's model, config and metadata, ready to wrap in a graph."""
+
+    def __init__(self, *, model: nn.Module, config: dict[str, Any], path: Path) -> None:
+        self.model, self.config, self.path = model, config, path
+        self.task = str(config["task"]["name"])
+        data = config.get("data", {})
+        self.mean = [float(v) for v in data.get("mean") or (0.485, 0.456, 0.406)]
+        self.std = [float(v) for v in data.get("std") or (0.229, 0.224, 0.225)]
+        size = data.get("image_size") or 224
+        self.image_size = [int(size), int(size)] if isinstance(size, int) else [int(v) for v in size]
+        self.eval_transform = data.get("eval_transform") or {}
+        module = config["task"].get("module", {})
+        names = module.get("class_names")
+        self.class_names = [str(c) for c in names] if isinstance(names, list) else []
+
+
+def load_for_export(path: str | Path, *, trust: bool = False) -> ExportedModel:
+    """Rebuilds the model of an objmtl checkpoint (its stored config) with its weights, in eval mode."""
+    from hydra.utils import instantiate
+
+    from objmtl.config import register_resolvers
+    from objmtl.runs.checkpoint import config_from_checkpoint, load_checkpoint, state_dict_of
+
+    path = Path(path)
+    ckpt = load_checkpoint(path, trust=trust)
+    register_resolvers()
+    config = config_from_checkpoint(ckpt, path)
+    cfg = OmegaConf.create(config)
+    model = instantiate(cfg.model)
+    try:
+        model.load_state_dict(state_dict_of(ckpt))
+    except RuntimeError as e:
+        raise UserError(f"{path}: its weights do not fit its own config's model ({str(e).splitlines()[0]})") from None
+    def part(key: str) -> Any:  # only what export needs: other nodes may name Hydra-only resolvers
+        node = OmegaConf.select(cfg, key)
+        return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+
+    plain = {"task": {"name": part("task.name"), "module": {"class_names": part("task.module.class_names")}},
+             "data": {k: part(f"data.{k}") for k in ("mean", "std", "image_size", "eval_transform")}}
+    try:  # where the run's images are (for --verify / --show without --image); may not exist here
+        from objmtl.data.datamodule import resolve_root
+
+        plain["data"]["root"] = str(resolve_root(part("data.root"), part("data.synth")))
+    except UserError:
+        plain["data"]["root"] = None
+    return ExportedModel(model=model.eval(), config=plain, path=path)
+
+
+def build_graph(exported: ExportedModel, *, bake_norm: bool = False, nms: str = "onnx") -> nn.Module:
+    """The traceable module of the checkpoint's task type (see :mod:`objmtl.export.graphs`)."""
+    normalize = Normalize(mean=exported.mean, std=exported.std) if bake_norm else Normalize()
+    if exported.task == "cls":
+        return ClassifierGraph(model=exported.model, normalize=normalize).eval()
+    if exported.task == "det":
+        return DetectorGraph(model=exported.model, normalize=normalize, nms=nms).eval()
+    raise UserError(f"{exported.path}: objmtl-export has no ONNX graph for task={exported.task} yet")
+
+
+def metadata_of(exported: ExportedModel, *, shape: Sequence[int], bake_norm: bool, uint8: bool,
+                nms: str) -> dict[str, Any]:
+    """The ``objmtl.*`` metadata (:mod:`objmtl.export.metadata`) of a graph of ``exported``."""
+    meta: dict[str, Any] = {
+        "task": exported.task, "class_names": exported.class_names, "input_size": list(shape),
+        "mean": exported.mean, "std": exported.std, "normalization_baked": bake_norm,
+        "input_dtype": "uint8" if uint8 else "float32", "layout": "NCHW, RGB",
+        "eval_transform": exported.eval_transform, "objmtl_version": objmtl.__version__,
+        "checkpoint": exported.path.name,
+    }
+    if exported.task == "det":
+        m = exported.model
+        meta.update(nms=nms, score_thresh=float(m.score_thresh), nms_thresh=float(m.nms_thresh),
+                    max_detections=int(m.max_detections), outputs=_OUTPUTS[f"det:{nms}"])
+    else:
+        meta["outputs"] = _OUTPUTS.get(exported.task, [])
+    return meta
+
+
+def export_onnx(exported: ExportedModel, *, out: str | Path, shape: Sequence[int] | None = None,
+                dynamic: bool = False, opset: int = DEFAULT_OPSET, bake_norm: bool = False, uint8: bool = False,
+                nms: str = "onnx") -> Path:
+    """Traces the task graph of ``exported`` and writes ``out`` with its metadata.
+
+    Args:
+        exported: :func:`load_for_export`'s result.
+        out: the ``.onnx`` file.
+        shape: (H, W) traced at; default the run's ``data.image_size``.
+        dynamic: batch, height and width (and detection's anchors axis) dynamic; else batch only.
+        opset: ONNX opset (>= 16 for GridSample; 17 by default).
+        bake_norm: normalisation inside the graph: it takes [0, 255] pixels.
+        uint8: with ``bake_norm``, the input is uint8.
+        nms: detection only: ``onnx`` (NMS in the graph) or ``none`` (dense outputs).
+
+    Returns:
+        The written path.
+    """
+    import onnx
+
+    if uint8 and not bake_norm:
+        raise UserError("--uint8 needs --bake-norm (a uint8 input holds pixels, which the graph must normalise)")
+    if opset < 16:
+        raise UserError(f"--opset {opset}: use 16 or newer (GridSample and the NMS layout need it)")
+    shape = [int(v) for v in (shape or exported.image_size)]
+    graph = build_graph(exported, bake_norm=bake_norm, nms=nms)
+    names = output_names(graph)
+    axes: dict[str, dict[int, str]] = {"INPUT__0": {0: "batch"}}
+    if dynamic:
+        axes["INPUT__0"].update({2: "height", 3: "width"})
+    for name in names:
+        axes[name] = {0: "batch"}
+        if dynamic and exported.task == "det" and nms == "none":
+            axes[name][1] = "anchors"
+    # two images: GroupNorm refuses a single value per group (1 image, 1 x 1 top level) while tracing
+    example = torch.rand(2, 3, *shape) * (255.0 if bake_norm else 1.0)
+    example = example.to(torch.uint8) if uint8 else example
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings about Python values that are constant by design
+        logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+        with torch.no_grad():
+            torch.onnx.export(graph, (example,), str(out), dynamo=False, opset_version=opset,
+                              input_names=["INPUT__0"], output_names=names, dynamic_axes=axes,
+                              do_constant_folding=True)
+    model = onnx.load(str(out))
+    write_metadata(model, metadata_of(exported, shape=shape, bake_norm=bake_norm, uint8=uint8, nms=nms))
+    onnx.checker.check_model(model)
+    onnx.save(model, str(out))
+    return out

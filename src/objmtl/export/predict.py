@@ -1,0 +1,107 @@
+"""``objmtl-predict MODEL INPUT``: a checkpoint (PyTorch) or an ``.onnx`` file (onnxruntime) on images.
+
+Both backends run the same graph (:mod:`objmtl.export.graphs`), fed by the same
+:class:`~objmtl.export.preprocess.Preprocessor` and decoded by the same
+:func:`~objmtl.export.results.to_results`; only the call in between differs. Writes
+``OUT/predictions.json`` (one entry per image), for classification also ``OUT/predictions.txt``
+(``name  class  score`` per line, ObjectiveMTL's ``cls_infer_to_txt``), and a picture per image
+in ``OUT/pictures/``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Sequence
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from objmtl.errors import UserError
+from objmtl.export.images import ImageSource
+from objmtl.export.preprocess import Preprocessor
+from objmtl.export.results import to_results
+
+__all__ = ["load_backend", "predict"]
+
+Backend = Callable[[np.ndarray], list[np.ndarray]]
+
+
+def load_backend(model: str | Path, *, trust: bool = False) -> tuple[Backend, dict[str, Any]]:
+    """``(run batch -> outputs, metadata)`` of an ``.onnx`` file or a checkpoint / run directory."""
+    model = Path(model)
+    if model.suffix.lower() == ".onnx":
+        from objmtl.export.metadata import read_metadata
+        from objmtl.export.verify import OrtRunner
+
+        meta = read_metadata(model)
+        runner = OrtRunner(model)
+        expected = "INPUT__0"
+        if runner.input != expected:
+            raise UserError(f"{model}: its input is named {runner.input!r}, not {expected!r}: not an objmtl export")
+        return runner, meta
+    from objmtl.export.onnx_export import build_graph, load_for_export, metadata_of
+    from objmtl.export.verify import torch_outputs
+    from objmtl.runs.evaluate import find_checkpoint
+
+    exported = load_for_export(find_checkpoint(model), trust=trust)
+    graph = build_graph(exported)
+    meta = metadata_of(exported, shape=exported.image_size, bake_norm=False, uint8=False, nms="onnx")
+    return (lambda batch: torch_outputs(graph, batch)), meta
+
+
+def _batches(items: Iterator[tuple[str, np.ndarray]], size: int) -> Iterator[list[tuple[str, np.ndarray]]]:
+    while chunk := list(islice(items, size)):
+        yield chunk
+
+
+def _picture(image: np.ndarray, result: dict[str, Any], meta: dict[str, Any]) -> np.ndarray:
+    from objmtl.viz.draw import draw_boxes, draw_label_text
+
+    if meta["task"] == "det":
+        dets = result["detections"]
+        return draw_boxes(image, np.array([d["box"] for d in dets]).reshape(-1, 4), [d["label"] for d in dets],
+                          class_names=meta["class_names"], scores=[d["score"] for d in dets])
+    return draw_label_text(image, f"{result['class']} {result['score']:.2f}")
+
+
+def predict(model: str | Path, source: str | Path, *, out: str | Path, batch_size: int = 8, score_thr: float = 0.3,
+            top_k: int = 5, draw: bool = True, split: str | None = None, limit: int | None = None,
+            trust: bool = False) -> list[dict[str, Any]]:
+    """Runs ``model`` on every image of ``source`` and writes the outputs to ``out``; returns the results."""
+    from PIL import Image
+
+    run, meta = load_backend(model, trust=trust)
+    prep = Preprocessor(eval_transform=meta["eval_transform"], task=meta["task"],
+                        baked=bool(meta.get("normalization_baked")), uint8=meta.get("input_dtype") == "uint8",
+                        mean=meta["mean"])
+    out = Path(out)
+    pictures = out / "pictures"
+    if draw:
+        pictures.mkdir(parents=True, exist_ok=True)
+    images = ImageSource(source, split=split, limit=limit)
+    rows: list[dict[str, Any]] = []
+    with tqdm(desc="predict", unit="img") as bar:
+        for chunk in _batches(iter(images), batch_size):
+            names: Sequence[str] = [n for n, _ in chunk]
+            prepared = prep([im for _, im in chunk])
+            results = to_results(run(prepared.batch), meta=meta, prepared=prepared, top_k=top_k, score_thr=score_thr)
+            for name, (_, image), result in zip(names, chunk, results, strict=True):
+                rows.append({"image": name, **result})
+                if draw:
+                    target = pictures / f"{name}.png"
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    Image.fromarray(_picture(image, result, meta)).save(target)
+            bar.update(len(chunk))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "predictions.json").write_text(json.dumps(rows, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    if meta["task"] == "cls":
+        lines = [f"{r['image']}\t{r['class']}\t{r['score']:.6f}" for r in rows]
+        (out / "predictions.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    for skipped in images.skipped:
+        print(f"skipped: {skipped}: not a readable image")
+    print(f"predicted {len(rows)} images ({len(images.skipped)} skipped) -> {out / 'predictions.json'}"
+          + (f", pictures in {pictures}" if draw else ""))
+    return rows

@@ -1,0 +1,101 @@
+"""One preprocessing for every inference path: checkpoint in PyTorch, ONNX in onnxruntime.
+
+The eval transform a run was trained with (``data.eval_transform``: an albumentations Hydra
+config) is the single source: ``objmtl-export`` writes it into the ONNX file's metadata and
+:class:`Preprocessor` rebuilds it from either place. Box / keypoint processors and
+``ToTensorV2`` are dropped (the predictor only resizes and normalises); with normalisation baked
+into the graph, ``Normalize`` is dropped too and the graph receives [0, 255] pixels.
+
+Detection inputs are padded at the bottom and right to a multiple of 32, as training batches
+are (:class:`~objmtl.data.det_samples.PadCollate`); with baked normalisation the pad is the mean
+colour, which normalises to the zero the training pad has.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = ["PAD_MULTIPLE", "Prepared", "Preprocessor", "clean_transform_config"]
+
+PAD_MULTIPLE = 32
+_DROP = {"ToTensorV2", "albumentations.pytorch.ToTensorV2", "albumentations.pytorch.transforms.ToTensorV2"}
+
+
+def clean_transform_config(cfg: dict[str, Any], *, drop_normalize: bool) -> dict[str, Any]:
+    """The eval transform config without target processors, ``ToTensorV2`` (and ``Normalize``)."""
+    cfg = copy.deepcopy(cfg)
+    for key in ("bbox_params", "keypoint_params", "additional_targets"):
+        cfg.pop(key, None)
+    kept = []
+    for t in cfg.get("transforms", []):
+        name = str(t.get("_target_", ""))
+        if name in _DROP or (drop_normalize and name.rsplit(".", 1)[-1] == "Normalize"):
+            continue
+        kept.append(t)
+    cfg["transforms"] = kept
+    return cfg
+
+
+@dataclass
+class Prepared:
+    """A batch ready for a graph and what undoing the resize needs."""
+
+    batch: np.ndarray  # [B, 3, H, W] float32 or uint8
+    scales: list[tuple[float, float]]  # per image (sy, sx): input pixels per original pixel
+    sizes: list[tuple[int, int]]  # per image original (h, w)
+    valid: list[tuple[int, int]]  # per image (h, w) of the resized image inside the padded input
+
+
+class Preprocessor:
+    """Resize (and normalise) images as the run's eval transform does; batch them.
+
+    Args:
+        eval_transform: the run's ``data.eval_transform`` (plain dict with ``_target_`` entries).
+        task: ``cls``, ``det``, ``seg`` or ``pose``: detection pads to a multiple of 32.
+        baked: normalisation is in the graph: feed [0, 255] pixels.
+        uint8: with ``baked``, feed uint8 (else float32).
+        mean: the normalisation mean (0..1), for the pad colour of baked detection inputs.
+    """
+
+    def __init__(self, *, eval_transform: dict[str, Any], task: str, baked: bool = False, uint8: bool = False,
+                 mean: Sequence[float] = (0.0, 0.0, 0.0)) -> None:
+        from hydra.utils import instantiate
+
+        self.task, self.baked, self.uint8 = task, baked, uint8
+        self.mean = np.asarray(mean, dtype=np.float32)
+        self.config = clean_transform_config(eval_transform, drop_normalize=baked)
+        self.transform = instantiate(self.config, _convert_="all")
+
+    def one(self, image: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
+        """H x W x 3 uint8 RGB -> 3 x h x w array and its (sy, sx) scale."""
+        h, w = image.shape[:2]
+        out = np.asarray(self.transform(image=image)["image"])
+        scale = (out.shape[0] / h, out.shape[1] / w)
+        out = out.astype(np.float32) if not (self.baked and self.uint8) else np.clip(out, 0, 255).astype(np.uint8)
+        return out.transpose(2, 0, 1), scale
+
+    def __call__(self, images: Sequence[np.ndarray]) -> Prepared:
+        arrays, scales = zip(*(self.one(im) for im in images), strict=True)
+        hs, ws = [a.shape[1] for a in arrays], [a.shape[2] for a in arrays]
+        if self.task == "det":
+            height = int(math.ceil(max(hs) / PAD_MULTIPLE) * PAD_MULTIPLE)
+            width = int(math.ceil(max(ws) / PAD_MULTIPLE) * PAD_MULTIPLE)
+        else:
+            height, width = max(hs), max(ws)
+            if len(set(hs)) > 1 or len(set(ws)) > 1:
+                raise ValueError(f"images of sizes {sorted(set(zip(hs, ws, strict=True)))} after the eval transform "
+                                 f"cannot share a batch for task={self.task}")
+        dtype = arrays[0].dtype
+        pad = (self.mean * 255.0 if self.baked else np.zeros(3, np.float32)).astype(dtype)
+        batch = np.empty((len(arrays), 3, height, width), dtype=dtype)
+        batch[:] = pad[None, :, None, None]
+        for i, a in enumerate(arrays):
+            batch[i, :, : a.shape[1], : a.shape[2]] = a
+        return Prepared(batch=batch, scales=list(scales), sizes=[im.shape[:2] for im in images],
+                        valid=list(zip(hs, ws, strict=True)))

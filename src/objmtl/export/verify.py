@@ -1,0 +1,99 @@
+"""ONNX Runtime against PyTorch on real images: the proof that an exported file computes what the model does.
+
+Both sides run the same graph module (:mod:`objmtl.export.graphs`) on the same preprocessed batch
+(:class:`~objmtl.export.preprocess.Preprocessor`): PyTorch eagerly, onnxruntime from the file.
+Float outputs are compared by max absolute difference; integer outputs (labels, counts) must be
+equal. For in-graph NMS only the filled detection slots are compared (count per image first).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["OrtRunner", "Parity", "compare", "verify"]
+
+
+class OrtRunner:
+    """An onnxruntime session on CPU with the graph's one input."""
+
+    def __init__(self, path: str | Path, *, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.input = self.session.get_inputs()[0].name
+
+    def __call__(self, batch: np.ndarray) -> list[np.ndarray]:
+        return list(self.session.run(None, {self.input: batch}))
+
+
+def torch_outputs(graph: nn.Module, batch: np.ndarray) -> list[np.ndarray]:
+    """The graph run eagerly on ``batch``, as numpy arrays."""
+    with torch.no_grad():
+        out = graph(torch.from_numpy(batch))
+    return [o.numpy() for o in (out if isinstance(out, tuple | list) else (out,))]
+
+
+@dataclass
+class Parity:
+    """Per output name: the max abs difference (floats) or the count of unequal values (integers)."""
+
+    diffs: dict[str, float] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    def ok(self, tolerance: float) -> bool:
+        return not self.problems and all(v <= tolerance for v in self.diffs.values())
+
+
+def compare(ours: Sequence[np.ndarray], theirs: Sequence[np.ndarray], *, names: Sequence[str],
+            detections: bool = False) -> Parity:
+    """Compares PyTorch (``ours``) and onnxruntime (``theirs``) outputs of one batch."""
+    parity = Parity()
+    if detections:  # boxes, scores, labels, counts: compare the filled slots
+        counts_a, counts_b = ours[3], theirs[3]
+        if not np.array_equal(counts_a, counts_b):
+            parity.problems.append(f"{names[3]}: detections per image differ ({counts_a.tolist()} vs {counts_b.tolist()})")
+            return parity
+        for i, name in enumerate(names[:3]):
+            a = np.concatenate([ours[i][b, :n] for b, n in enumerate(counts_a)])
+            b_ = np.concatenate([theirs[i][b, :n] for b, n in enumerate(counts_a)])
+            if np.issubdtype(a.dtype, np.integer):
+                unequal = int((a != b_).sum())
+                if unequal:
+                    parity.problems.append(f"{name}: {unequal} values differ")
+                parity.diffs[name] = float(unequal)
+            else:
+                parity.diffs[name] = float(np.abs(a - b_).max()) if a.size else 0.0
+        parity.diffs[names[3]] = 0.0
+        return parity
+    for name, a, b in zip(names, ours, theirs, strict=True):
+        if a.shape != b.shape:
+            parity.problems.append(f"{name}: shape {a.shape} vs {b.shape}")
+        elif np.issubdtype(a.dtype, np.integer):
+            unequal = int((a != b).sum())
+            if unequal:
+                parity.problems.append(f"{name}: {unequal} values differ")
+            parity.diffs[name] = float(unequal)
+        else:
+            parity.diffs[name] = float(np.abs(a.astype(np.float64) - b.astype(np.float64)).max()) if a.size else 0.0
+    return parity
+
+
+def verify(*, graph: nn.Module, onnx_path: str | Path, batches: Sequence[np.ndarray], names: Sequence[str],
+           detections: bool = False) -> list[tuple[tuple[int, ...], Parity]]:
+    """Runs both sides on each batch; returns (batch shape, :class:`Parity`) per batch."""
+    runner = OrtRunner(onnx_path)
+    report: list[tuple[tuple[int, ...], Any]] = []
+    for batch in batches:
+        report.append((tuple(batch.shape), compare(torch_outputs(graph, batch), runner(batch), names=names,
+                                                   detections=detections)))
+    return report
