@@ -1,5 +1,6 @@
 # Two commands do all set-up on a fresh machine:
-#   make demo   venv + install + synthetic data + train + evaluate a classifier on CPU
+#   make demo   venv + install + synthetic data + train + evaluate a classifier on CPU,
+#               export it to ONNX (verified against PyTorch) and predict with onnxruntime
 #   make test   venv + install (with dev extra) + the test suite
 VENV   ?= .venv
 PYTHON ?= python3
@@ -24,7 +25,10 @@ demo: install
 	@test -f $(DEMO_DATA)/meta.json || $(BIN)/objmtl-data synth --out $(DEMO_DATA) --n 4000 --seed 0
 	$(BIN)/objmtl-train experiment=cls_resnet18_synth data.root=$(DEMO_DATA) hydra.run.dir=$(DEMO_RUN)
 	$(BIN)/objmtl-test $(DEMO_RUN) --split test
-	@echo "demo run: $(DEMO_RUN)  (checkpoints/, metrics.json, plots/*.png, tensorboard/)"
+	$(BIN)/objmtl-export onnx $(DEMO_RUN) --out $(DEMO_RUN)/export/model.onnx --dynamic --verify \
+	    --image $(DEMO_DATA) --show $(DEMO_RUN)/export/onnx_result.png --triton $(DEMO_RUN)/export/triton
+	$(BIN)/objmtl-predict $(DEMO_RUN)/export/model.onnx $(DEMO_DATA) --limit 16 --out $(DEMO_RUN)/predict
+	@echo "demo run: $(DEMO_RUN)  (checkpoints/, metrics.json, plots/*.png, tensorboard/, export/, predict/)"
 
 test: install
 	$(BIN)/pytest --durations=20 $(PYTEST_ARGS)

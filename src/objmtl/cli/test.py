@@ -36,6 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="write IMAGE_ID.png per image: predictions beside ground truth, original size")
     det.add_argument("--show-score-thr", type=float, default=0.3,
                      help="lowest score drawn in --show-dir pictures (default 0.3)")
+    p.add_argument("--fuse-conv-bn", action="store_true",
+                   help="fold BatchNorm layers into their convolutions before evaluating (faster, same metrics)")
+    p.add_argument("--format-only", action="store_true",
+                   help="only write --out (e.g. for a test set without annotations); no metrics")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--accelerator", default="auto", help="auto, cpu or gpu")
     p.add_argument("overrides", nargs="*", metavar="key=value")
@@ -56,7 +60,8 @@ def main(argv: list[str] | None = None) -> None:
             raise UserError(f"{bad[0]}: overrides are key=value")
         evaluate(args.source, split=args.split, data_root=args.data, out=args.out, metrics_out=args.metrics_out,
                  overrides=args.overrides, accelerator=args.accelerator, batch_size=args.batch_size,
-                 eval_metrics=args.eval_metrics, show_dir=args.show_dir, show_score_thr=args.show_score_thr)
+                 eval_metrics=args.eval_metrics, show_dir=args.show_dir, show_score_thr=args.show_score_thr,
+                 fuse_conv_bn=args.fuse_conv_bn, format_only=args.format_only)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,8 @@ def find_checkpoint(path: str | Path) -> Path:
 def evaluate(source: str | Path, *, split: str | None = None, data_root: str | Path | None = None,
              out: str | Path | None = None, metrics_out: str | Path | None = None, overrides: Sequence[str] = (),
              accelerator: str = "auto", batch_size: int | None = None, eval_metrics: Sequence[str] | None = None,
-             show_dir: str | Path | None = None, show_score_thr: float = 0.3) -> dict[str, float]:
+             show_dir: str | Path | None = None, show_score_thr: float = 0.3, fuse_conv_bn: bool = False,
+             format_only: bool = False) -> dict[str, float]:
     """Evaluates a run's checkpoint on ``split`` of its data (or of ``data_root``).
 
     ``split=None`` takes ``test`` when the data has one, else ``val``.
@@ -54,9 +55,14 @@ def evaluate(source: str | Path, *, split: str | None = None, data_root: str | P
     ``map``: VOC mAP at IoU 0.5; ``recall``: VOC recall; classification: ``accuracy``), every
     figure still goes to ``metrics_out``; ``show_dir`` gets a picture per image (detection:
     predictions scoring >= ``show_score_thr`` beside the ground truth, original size).
+
+    ``fuse_conv_bn`` folds BatchNorm layers into their convolutions first (:mod:`objmtl.runs.fuse`);
+    ``format_only`` writes ``out`` without printing or saving metrics (data without annotations).
     """
     if split not in (None, "val", "test"):
         raise UserError(f"--split {split}: use val or test")
+    if format_only and not out:
+        raise UserError("--format-only writes the predictions only: give --out")
     register_resolvers()
     quiet_lightning()
     ckpt_path = find_checkpoint(source)
@@ -86,6 +92,10 @@ def evaluate(source: str | Path, *, split: str | None = None, data_root: str | P
         cfg.paths.output_dir = str(work)
     task = build_task(cfg, for_training=False)
     task.model.load_state_dict(state_dict_of(ckpt))
+    if fuse_conv_bn:
+        from objmtl.runs.fuse import fuse_conv_bn as fuse
+
+        print(f"fused {fuse(task.model)} conv + BatchNorm pairs")
     outputs = outputs_cls(keep=bool(out or show_dir))
     trainer = L.Trainer(accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False,
                         default_root_dir=str(work), enable_model_summary=False, callbacks=[outputs])
@@ -94,12 +104,13 @@ def evaluate(source: str | Path, *, split: str | None = None, data_root: str | P
     metrics = {k: float(v) for k, v in (outcome[0] if outcome else {}).items()}
     report: dict[str, Any] = {"checkpoint": str(ckpt_path), "split": split, "data": str(datamodule.root),
                               "metrics": metrics, **outputs.report(task, split)}
-    metrics_out = Path(metrics_out) if metrics_out else work / "metrics.json"
-    metrics_out.parent.mkdir(parents=True, exist_ok=True)
-    metrics_out.write_text(json.dumps(report, indent=1) + "\n")
-    _print_table(outputs.select(metrics, eval_metrics), title=f"{ckpt_path} on {datamodule.root} [{split}]")
-    outputs.print_report(report)
-    print(f"metrics: {metrics_out}\nplots:   {work / 'plots'}")
+    if not format_only:
+        metrics_out = Path(metrics_out) if metrics_out else work / "metrics.json"
+        metrics_out.parent.mkdir(parents=True, exist_ok=True)
+        metrics_out.write_text(json.dumps(report, indent=1) + "\n")
+        _print_table(outputs.select(metrics, eval_metrics), title=f"{ckpt_path} on {datamodule.root} [{split}]")
+        outputs.print_report(report)
+        print(f"metrics: {metrics_out}\nplots:   {work / 'plots'}")
     class_names = getattr(task, "class_names", None) or meta.classes
     if out:
         print(outputs.write(Path(out), meta=meta, class_names=class_names))
