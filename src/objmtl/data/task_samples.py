@@ -15,6 +15,8 @@ import torch
 from torch.utils.data import default_collate
 
 from objmtl.data.det_samples import DetectionSamples
+from objmtl.data.pose_samples import PoseSamples
+from objmtl.data.seg_samples import SegmentationSamples
 from objmtl.errors import UserError
 
 __all__ = ["ClassificationSamples", "DetectionSamples", "TASK_SAMPLES", "samples_for_task"]
@@ -53,7 +55,8 @@ class ClassificationSamples:
         return default_collate(batch)
 
 
-TASK_SAMPLES: dict[str, type] = {"cls": ClassificationSamples, "det": DetectionSamples}
+TASK_SAMPLES: dict[str, type] = {"cls": ClassificationSamples, "det": DetectionSamples, "seg": SegmentationSamples,
+                                 "pose": PoseSamples}
 
 
 def samples_for_task(task: str) -> type:

@@ -27,6 +27,8 @@ __all__ = ["OUTPUTS", "EvalOutputs", "outputs_for", "raw_samples"]
 OUTPUTS: dict[str, str] = {
     "cls": "objmtl.runs.cls_outputs:ClassificationOutputs",
     "det": "objmtl.runs.det_outputs:DetectionOutputs",
+    "seg": "objmtl.runs.seg_outputs:SegmentationOutputs",
+    "pose": "objmtl.runs.pose_outputs:PoseOutputs",
 }
 """Task name -> ``module:class`` of its :class:`EvalOutputs`."""
 

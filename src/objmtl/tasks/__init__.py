@@ -1,5 +1,7 @@
 from objmtl.tasks.base import BaseTask
 from objmtl.tasks.classification import ClassificationTask
 from objmtl.tasks.detection import DetectionTask
+from objmtl.tasks.pose import PoseTask
+from objmtl.tasks.segmentation import SegmentationTask
 
-__all__ = ["BaseTask", "ClassificationTask", "DetectionTask"]
+__all__ = ["BaseTask", "ClassificationTask", "DetectionTask", "PoseTask", "SegmentationTask"]

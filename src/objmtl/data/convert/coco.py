@@ -271,7 +271,7 @@ def read_coco(src: str | Path, *, anns: dict[str, Path], images: str | None = No
     _carve(items, val_fraction if "val" not in anns else 0.0, test_fraction if "test" not in anns else 0.0, seed)
     tasks = ["det", *(["seg"] if seg or rle_masks else []), *(["pose"] if spec else [])]
     classes = [names[c] for c in sorted(names)]
-    meta = Meta(classes=classes, tasks=tasks, mask_classes=["background", *classes] if rle_masks else [],
+    meta = Meta(classes=classes, tasks=tasks, mask_classes=["background", *classes] if seg or rle_masks else [],
                 keypoints=spec, source=f"coco:{src.name}", class_ids=sorted(names))
 
     def samples() -> Iterator[SourceSample]:

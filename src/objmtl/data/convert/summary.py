@@ -34,7 +34,7 @@ def print_report(report: ConversionReport, *, console: Console | None = None) ->
     (console or Console(width=120)).print(table)
 
 
-DATA_CONFIG_OF_TASK = {"cls": "shards", "det": "det"}
+DATA_CONFIG_OF_TASK = {"cls": "shards", "det": "det", "seg": "seg", "pose": "pose"}
 """The data config (``conf/data/NAME.yaml``) whose transforms fit each task's annotations."""
 
 
@@ -42,11 +42,14 @@ DET_DEFAULTS = ("image_size: 512  # the longest side, as the images are fed (dat
                 "group_by_aspect: true  # batches of one orientation: less padding\n")
 
 
+SEG_DEFAULTS = "image_size: 512  # the training crop side (data.image_size=N to change)\n"
+
+
 def _task_of(meta: Meta) -> str:
     """The first task these shards carry that objmtl-train has a config for."""
     from objmtl.config import CONFIG_DIR
 
-    for task in ("det", "seg", "pose", "cls"):
+    for task in ("pose", "det", "seg", "cls"):  # keypoints are converted to train pose; boxes come with them
         if task in meta.tasks and (CONFIG_DIR / "task" / f"{task}.yaml").is_file():
             return task
     return ""
@@ -69,5 +72,5 @@ def write_data_config(out: Path, meta: Meta) -> tuple[Path, str]:
         f"# Written by objmtl-data convert. Train on it with:\n#   {command}\n"
         f"# or, without this file: objmtl-train task={task} data={base} data.root={out}\n"
         f"defaults:\n  - {base}\n  - _self_\n\n"
-        f"root: {out}\n" + (DET_DEFAULTS if task == "det" else ""), encoding="utf-8")
+        f"root: {out}\n" + {"det": DET_DEFAULTS, "seg": SEG_DEFAULTS}.get(task, ""), encoding="utf-8")
     return path, command
