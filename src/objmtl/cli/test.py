@@ -1,8 +1,8 @@
 """objmtl-test: evaluate a run directory or checkpoint, print the metrics and write them as JSON.
 
---out writes the predictions (detection: COCO results json; classification: json, or text for any
-other suffix), --eval picks the printed metrics and --show-dir draws predictions beside the ground
-truth (detection)."""
+--out writes the predictions (det/pose: COCO results json; seg: class-index PNGs; cls: json, or
+text for any other suffix), --eval picks the printed metrics and --show-dir draws predictions
+beside the ground truth."""
 
 from __future__ import annotations
 
@@ -23,17 +23,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=("val", "test"), default=None,
                    help="default: test when the data has a test split, else val")
     p.add_argument("--out", type=Path, default=None,
-                   help="write the predictions here: detection: COCO results json (image_id, category_id as in "
-                        "the source data, bbox [x, y, w, h] in original pixels, score); classification: a json "
-                        "list (.json) or tab-separated text (key, label, class, score)")
+                   help="write the predictions here: det: COCO results json (image_id, category_id as in the source "
+                        "data, bbox [x, y, w, h] in original pixels, score); pose: COCO keypoint results json; "
+                        "seg: a folder of class-index PNGs (IMAGE_ID.png); cls: a json list (.json) or "
+                        "tab-separated text (key, label, class, score)")
     p.add_argument("--metrics-out", type=Path, default=None,
                    help="metrics JSON (default RUN_DIR/eval_<split>/metrics.json; plots go beside it)")
     p.add_argument("--eval", nargs="+", default=None, dest="eval_metrics", metavar="GROUP",
                    help="metrics to print: cls: accuracy; det: bbox (COCO AP, AP50, AP75, APs/m/l, AR; the "
-                        "default), map (VOC mAP at IoU 0.5), recall (VOC recall); all go to the metrics JSON")
+                        "default), map (VOC mAP at IoU 0.5), recall (VOC recall); seg: mIoU; pose: keypoints "
+                        "(COCO keypoint AP/AR by OKS), pck; all go to the metrics JSON")
     det = p.add_argument_group("pictures")
     det.add_argument("--show-dir", type=Path, default=None,
-                     help="write IMAGE_ID.png per image: predictions beside ground truth, original size")
+                     help="write IMAGE_ID.png per image: predictions beside ground truth, original size (boxes, "
+                          "mask overlays or skeletons)")
     det.add_argument("--show-score-thr", type=float, default=0.3,
                      help="lowest score drawn in --show-dir pictures (default 0.3)")
     p.add_argument("--fuse-conv-bn", action="store_true",
