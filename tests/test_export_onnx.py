@@ -160,3 +160,33 @@ def test_predict_and_export_refuse_bad_input_in_one_line(cls_run: Path, tmp_path
     cut = run_cli("objmtl-export", "onnx", str(truncated), "--out", str(tmp_path / "c.onnx"))
     assert cut.returncode == 2 and cut.stderr.startswith(f"error: {truncated}: not a readable checkpoint")
     assert len(cut.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize(("task", "images"), [("seg", "segmentation/coco128-val-lightly/images/val2017"),
+                                              ("pose", "pose/tiny_coco/train2017")])
+def test_seg_and_pose_exports_equal_pytorch_on_real_images(task: str, images: str, synth_root: Path, real_data: Path,
+                                                           tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    size = "data.image_size=96" if task == "seg" else "data.image_size=[128,96]"
+    train(compose_train(f"task={task}", f"data.root={synth_root}", "trainer.max_epochs=1", "trainer.limit_train_batches=3",
+                        "trainer.limit_val_batches=1", "data.batch_size=4", size, "data.num_workers=0", "logger=csv",
+                        "test_after_fit=false", run_dir=run))
+    out = tmp_path / f"{task}.onnx"
+    report = run_export(run / "checkpoints" / "last.ckpt", out=out, dynamic=True, verify_images=True,
+                        image=real_data / images, show=tmp_path / "show.png")
+    assert report["verify"]["OUTPUT__0"] < 1e-4, report
+    assert read_metadata(out)["task"] == task and (tmp_path / "show.png").is_file()
+    done = run_cli("objmtl-predict", str(out), str(real_data / images), "--limit", "2", "--out", str(tmp_path / "p"))
+    assert done.returncode == 0, done.stderr
+    rows = json.loads((tmp_path / "p" / "predictions.json").read_text())
+    assert len(rows) == 2
+    if task == "seg":
+        from PIL import Image
+
+        with Image.open(tmp_path / "p" / "masks" / f"{rows[0]['image']}.png") as mask:
+            first = next(iter(ImageSource(real_data / images, limit=1)))[1]
+            assert mask.size == (first.shape[1], first.shape[0])
+        assert abs(sum(rows[0]["classes"].values()) - 1) < 1e-3
+    else:
+        assert all(len(r["keypoints"]) == 4 for r in rows)  # the synthetic skeleton's 4 points

@@ -29,7 +29,7 @@ from torch.onnx.operators import shape_as_tensor
 
 from objmtl.export.onnx_nms import onnx_nms
 
-__all__ = ["ClassifierGraph", "DetectorGraph", "Normalize", "output_names"]
+__all__ = ["ClassifierGraph", "DetectorGraph", "Normalize", "PoseGraph", "SegmenterGraph", "output_names"]
 
 
 class Normalize(nn.Module):
@@ -50,6 +50,32 @@ class Normalize(nn.Module):
 
 class ClassifierGraph(nn.Module):
     """``OUTPUT__0``: class logits [B, K] (softmax gives the probabilities ``objmtl-predict`` reports)."""
+
+    def __init__(self, *, model: nn.Module, normalize: Normalize) -> None:
+        super().__init__()
+        self.model, self.normalize = model, normalize
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(self.normalize(x))
+
+
+class SegmenterGraph(nn.Module):
+    """``OUTPUT__0``: class logits at the input size [B, K, H, W] (argmax gives the class map)."""
+
+    def __init__(self, *, model: nn.Module, normalize: Normalize) -> None:
+        super().__init__()
+        self.model, self.normalize = model, normalize
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(self.normalize(x))["out"]
+
+
+class PoseGraph(nn.Module):
+    """Person crops [B, 3, h, w] -> ``OUTPUT__0``: K keypoint heatmaps [B, K, h / 4, w / 4].
+
+    Decoding (DARK sub-pixel step, crop -> image affine) is the caller's: ``objmtl-predict`` does it
+    with :func:`objmtl.models.pose.heatmaps.decode_heatmaps`, the code the evaluation uses.
+    """
 
     def __init__(self, *, model: nn.Module, normalize: Normalize) -> None:
         super().__init__()

@@ -20,7 +20,14 @@ from torch import nn
 
 import objmtl
 from objmtl.errors import UserError
-from objmtl.export.graphs import ClassifierGraph, DetectorGraph, Normalize, output_names
+from objmtl.export.graphs import (
+    ClassifierGraph,
+    DetectorGraph,
+    Normalize,
+    PoseGraph,
+    SegmenterGraph,
+    output_names,
+)
 from objmtl.export.metadata import write_metadata
 
 __all__ = ["DEFAULT_OPSET", "ExportedModel", "build_graph", "export_onnx", "load_for_export", "metadata_of"]
@@ -29,6 +36,8 @@ DEFAULT_OPSET = 17
 
 _OUTPUTS = {
     "cls": ["class logits [B, K]"],
+    "seg": ["class logits at the input size [B, K, H, W]"],
+    "pose": ["keypoint heatmaps [B, K, H / 4, W / 4] of person crops"],
     "det:none": ["per anchor: box xyxy (input pixels) + K class scores [B, A, 4 + K]"],
     "det:onnx": ["boxes xyxy (input pixels) [B, D, 4]", "scores [B, D]", "labels int64 [B, D] (-1: empty)",
                  "detections per image int64 [B]"],
@@ -73,7 +82,9 @@ def load_for_export(path: str | Path, *, trust: bool = False) -> ExportedModel:
         node = OmegaConf.select(cfg, key)
         return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
 
-    plain = {"task": {"name": part("task.name"), "module": {"class_names": part("task.module.class_names")}},
+    keypoints = {k: part(f"task.module.{k}") for k in ("keypoint_names", "skeleton", "flip_pairs")}
+    plain = {"task": {"name": part("task.name"), "module": {"class_names": part("task.module.class_names"),
+                                                            "keypoints": keypoints}},
              "data": {k: part(f"data.{k}") for k in ("mean", "std", "image_size", "eval_transform")}}
     try:  # where the run's images are (for --verify / --show without --image); may not exist here
         from objmtl.data.datamodule import resolve_root
@@ -91,6 +102,12 @@ def build_graph(exported: ExportedModel, *, bake_norm: bool = False, nms: str = 
         return ClassifierGraph(model=exported.model, normalize=normalize).eval()
     if exported.task == "det":
         return DetectorGraph(model=exported.model, normalize=normalize, nms=nms).eval()
+    if exported.task == "seg":
+        return SegmenterGraph(model=exported.model, normalize=normalize).eval()
+    if exported.task == "pose":
+        if bake_norm:
+            raise UserError("--bake-norm: not offered for pose (its crops are normalised by the crop transform)")
+        return PoseGraph(model=exported.model, normalize=normalize).eval()
     raise UserError(f"{exported.path}: objmtl-export has no ONNX graph for task={exported.task} yet")
 
 
@@ -110,6 +127,8 @@ def metadata_of(exported: ExportedModel, *, shape: Sequence[int], bake_norm: boo
                     max_detections=int(m.max_detections), outputs=_OUTPUTS[f"det:{nms}"])
     else:
         meta["outputs"] = _OUTPUTS.get(exported.task, [])
+    if exported.task == "pose":
+        meta["keypoints"] = exported.config["task"]["module"].get("keypoints", {})
     return meta
 
 

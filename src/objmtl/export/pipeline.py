@@ -16,7 +16,7 @@ from objmtl.export.images import ImageSource
 from objmtl.export.metadata import read_metadata
 from objmtl.export.onnx_export import build_graph, export_onnx, load_for_export
 from objmtl.export.preprocess import PAD_MULTIPLE, Preprocessor
-from objmtl.export.results import to_results
+from objmtl.export.results import draw_result, to_results
 from objmtl.export.triton import write_triton_repository
 from objmtl.export.verify import OrtRunner, verify
 
@@ -57,16 +57,8 @@ def verification_batches(prep: Preprocessor, images: Sequence[np.ndarray], *, dy
 def _show(path: Path, image: np.ndarray, result: dict[str, Any], meta: dict[str, Any]) -> Path:
     from PIL import Image
 
-    from objmtl.viz.draw import draw_boxes, draw_label_text
-
-    if meta["task"] == "det":
-        dets = result["detections"]
-        picture = draw_boxes(image, np.array([d["box"] for d in dets]).reshape(-1, 4), [d["label"] for d in dets],
-                             class_names=meta["class_names"], scores=[d["score"] for d in dets])
-    else:
-        picture = draw_label_text(image, f"{result['class']} {result['score']:.2f}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(picture).save(path)
+    Image.fromarray(draw_result(image, result, meta)).save(path)
     return path
 
 

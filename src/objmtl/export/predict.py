@@ -3,7 +3,9 @@
 Both backends run the same graph (:mod:`objmtl.export.graphs`), fed by the same
 :class:`~objmtl.export.preprocess.Preprocessor` and decoded by the same
 :func:`~objmtl.export.results.to_results`; only the call in between differs. Writes
-``OUT/predictions.json`` (one entry per image), for classification also ``OUT/predictions.txt``
+``OUT/predictions.json`` (one entry per image), for segmentation ``OUT/masks/NAME.png`` (class
+indices), for pose the keypoints of the whole image taken as one person, for classification also
+``OUT/predictions.txt``
 (``name  class  score`` per line, ObjectiveMTL's ``cls_infer_to_txt``), and a picture per image
 in ``OUT/pictures/``.
 """
@@ -22,7 +24,7 @@ from tqdm import tqdm
 from objmtl.errors import UserError
 from objmtl.export.images import ImageSource
 from objmtl.export.preprocess import Preprocessor
-from objmtl.export.results import to_results
+from objmtl.export.results import draw_result, to_results
 
 __all__ = ["load_backend", "predict"]
 
@@ -57,16 +59,6 @@ def _batches(items: Iterator[tuple[str, np.ndarray]], size: int) -> Iterator[lis
         yield chunk
 
 
-def _picture(image: np.ndarray, result: dict[str, Any], meta: dict[str, Any]) -> np.ndarray:
-    from objmtl.viz.draw import draw_boxes, draw_label_text
-
-    if meta["task"] == "det":
-        dets = result["detections"]
-        return draw_boxes(image, np.array([d["box"] for d in dets]).reshape(-1, 4), [d["label"] for d in dets],
-                          class_names=meta["class_names"], scores=[d["score"] for d in dets])
-    return draw_label_text(image, f"{result['class']} {result['score']:.2f}")
-
-
 def predict(model: str | Path, source: str | Path, *, out: str | Path, batch_size: int = 8, score_thr: float = 0.3,
             top_k: int = 5, draw: bool = True, split: str | None = None, limit: int | None = None,
             trust: bool = False) -> list[dict[str, Any]]:
@@ -89,11 +81,15 @@ def predict(model: str | Path, source: str | Path, *, out: str | Path, batch_siz
             prepared = prep([im for _, im in chunk])
             results = to_results(run(prepared.batch), meta=meta, prepared=prepared, top_k=top_k, score_thr=score_thr)
             for name, (_, image), result in zip(names, chunk, results, strict=True):
-                rows.append({"image": name, **result})
                 if draw:
                     target = pictures / f"{name}.png"
                     target.parent.mkdir(parents=True, exist_ok=True)
-                    Image.fromarray(_picture(image, result, meta)).save(target)
+                    Image.fromarray(draw_result(image, result, meta)).save(target)
+                if "mask" in result:  # seg: a class-index PNG per image (values index the class names)
+                    target = out / "masks" / f"{name}.png"
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    Image.fromarray(result.pop("mask")).save(target)
+                rows.append({"image": name, **result})
             bar.update(len(chunk))
     out.mkdir(parents=True, exist_ok=True)
     (out / "predictions.json").write_text(json.dumps(rows, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")

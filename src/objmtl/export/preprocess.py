@@ -6,7 +6,8 @@ config) is the single source: ``objmtl-export`` writes it into the ONNX file's m
 ``ToTensorV2`` are dropped (the predictor only resizes and normalises); with normalisation baked
 into the graph, ``Normalize`` is dropped too and the graph receives [0, 255] pixels.
 
-Detection inputs are padded at the bottom and right to a multiple of 32, as training batches
+Pose crops each whole image as one person (the crop transform ``TopDownCrop`` of the run).
+Detection and segmentation inputs are padded at the bottom and right to a multiple of 32, as training batches
 are (:class:`~objmtl.data.det_samples.PadCollate`); with baked normalisation the pad is the mean
 colour, which normalises to the zero the training pad has.
 """
@@ -50,6 +51,7 @@ class Prepared:
     scales: list[tuple[float, float]]  # per image (sy, sx): input pixels per original pixel
     sizes: list[tuple[int, int]]  # per image original (h, w)
     valid: list[tuple[int, int]]  # per image (h, w) of the resized image inside the padded input
+    inv_affines: list[np.ndarray] | None = None  # pose: per crop the 2 x 3 crop -> image map
 
 
 class Preprocessor:
@@ -69,7 +71,13 @@ class Preprocessor:
 
         self.task, self.baked, self.uint8 = task, baked, uint8
         self.mean = np.asarray(mean, dtype=np.float32)
-        self.config = clean_transform_config(eval_transform, drop_normalize=baked)
+        if task == "pose":  # a TopDownCrop: crop the whole image as one person, its pixel pipeline cleaned
+            self.config = {**eval_transform, "detections": None, "train": False}
+            if isinstance(self.config.get("pixel_transform"), dict):
+                self.config["pixel_transform"] = clean_transform_config(self.config["pixel_transform"],
+                                                                        drop_normalize=baked)
+        else:
+            self.config = clean_transform_config(eval_transform, drop_normalize=baked)
         self.transform = instantiate(self.config, _convert_="all")
 
     def one(self, image: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
@@ -80,10 +88,25 @@ class Preprocessor:
         out = out.astype(np.float32) if not (self.baked and self.uint8) else np.clip(out, 0, 255).astype(np.uint8)
         return out.transpose(2, 0, 1), scale
 
+    def _crops(self, images: Sequence[np.ndarray]) -> Prepared:
+        """Pose: each whole image as one person box -> crops, and their crop -> image maps."""
+        crops, inverse = [], []
+        for im in images:
+            h, w = im.shape[:2]
+            k = int(getattr(self.transform, "num_keypoints", 0) or 1)
+            out = self.transform(im, np.array([0.0, 0.0, w, h]), np.zeros((k, 3), np.float32))
+            crops.append(out["crop"].numpy())
+            inverse.append(out["inv_affine"].numpy())
+        batch = np.stack(crops).astype(np.float32)
+        return Prepared(batch=batch, scales=[(1.0, 1.0)] * len(images), sizes=[im.shape[:2] for im in images],
+                        valid=[tuple(batch.shape[2:])] * len(images), inv_affines=inverse)
+
     def __call__(self, images: Sequence[np.ndarray]) -> Prepared:
+        if self.task == "pose":
+            return self._crops(images)
         arrays, scales = zip(*(self.one(im) for im in images), strict=True)
         hs, ws = [a.shape[1] for a in arrays], [a.shape[2] for a in arrays]
-        if self.task == "det":
+        if self.task in ("det", "seg"):
             height = int(math.ceil(max(hs) / PAD_MULTIPLE) * PAD_MULTIPLE)
             width = int(math.ceil(max(ws) / PAD_MULTIPLE) * PAD_MULTIPLE)
         else:

@@ -16,7 +16,7 @@ from torchvision.ops import batched_nms
 
 from objmtl.export.preprocess import Prepared
 
-__all__ = ["to_results"]
+__all__ = ["draw_result", "to_results"]
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
@@ -67,13 +67,68 @@ def _detection(outputs: Sequence[np.ndarray], meta: dict[str, Any], prepared: Pr
     return results
 
 
+def _segmentation(outputs: Sequence[np.ndarray], meta: dict[str, Any], prepared: Prepared) -> list[dict[str, Any]]:
+    names = meta["class_names"]
+    results = []
+    for i, ((vh, vw), (h, w)) in enumerate(zip(prepared.valid, prepared.sizes, strict=True)):
+        logits = torch.from_numpy(np.ascontiguousarray(outputs[0][i : i + 1, :, :vh, :vw])).float()
+        mask = torch.nn.functional.interpolate(logits, size=(int(h), int(w)), mode="bilinear",
+                                               align_corners=False).argmax(1)[0].numpy().astype(np.uint8)
+        ids, counts = np.unique(mask, return_counts=True)
+        results.append({"mask": mask, "classes": {names[int(c)]: round(float(n) / mask.size, 5)
+                                                  for c, n in zip(ids, counts, strict=True)}})
+    return results
+
+
+def _pose(outputs: Sequence[np.ndarray], meta: dict[str, Any], prepared: Prepared) -> list[dict[str, Any]]:
+    from objmtl.models.pose.geometry import apply_affine, from_heatmap
+    from objmtl.models.pose.heatmaps import decode_heatmaps
+
+    heatmaps = torch.from_numpy(np.ascontiguousarray(outputs[0])).float()
+    coords, maxvals = decode_heatmaps(heatmaps, method="dark")
+    stride = prepared.batch.shape[2] / heatmaps.shape[2]
+    results = []
+    assert prepared.inv_affines is not None
+    for i, inverse in enumerate(prepared.inv_affines):
+        points = apply_affine(from_heatmap(coords[i].numpy().astype(np.float64), stride), inverse)
+        scores = maxvals[i].numpy()
+        results.append({"keypoints": [[float(x), float(y), float(c)] for (x, y), c in zip(points, scores, strict=True)],
+                        "score": float(scores.mean()) if len(scores) else 0.0})
+    return results
+
+
 def to_results(outputs: Sequence[np.ndarray], *, meta: dict[str, Any], prepared: Prepared, top_k: int = 5,
                score_thr: float = 0.3) -> list[dict[str, Any]]:
-    """Per image: ``{"label", "class", "score", "top"}`` (cls) or ``{"detections": [...]}`` (det, boxes xyxy
-    in original pixels, scores >= ``score_thr``)."""
+    """Per image: ``{"label", "class", "score", "top"}`` (cls), ``{"detections": [...]}`` (det, boxes xyxy
+    in original pixels, scores >= ``score_thr``), ``{"mask": H x W uint8, "classes": {name: fraction}}``
+    (seg, original size) or ``{"keypoints": K x [x, y, confidence], "score"}`` (pose: the whole image
+    as one person, original pixels)."""
     task = meta["task"]
     if task == "cls":
         return _classification(outputs, meta, top_k)
     if task == "det":
         return _detection(outputs, meta, prepared, score_thr)
+    if task == "seg":
+        return _segmentation(outputs, meta, prepared)
+    if task == "pose":
+        return _pose(outputs, meta, prepared)
     raise ValueError(f"task={task}: no result decoding")
+
+
+def draw_result(image: np.ndarray, result: dict[str, Any], meta: dict[str, Any], *,
+                keypoint_thr: float = 0.2) -> np.ndarray:
+    """One image's :func:`to_results` entry drawn on it (boxes, mask overlay, skeleton or class caption)."""
+    from objmtl.viz.draw import draw_boxes, draw_keypoints, draw_label_text, draw_mask
+
+    task = meta["task"]
+    if task == "det":
+        dets = result["detections"]
+        return draw_boxes(image, np.array([d["box"] for d in dets]).reshape(-1, 4), [d["label"] for d in dets],
+                          class_names=meta["class_names"], scores=[d["score"] for d in dets])
+    if task == "seg":
+        background = 0 if meta["class_names"][:1] == ["background"] else None
+        return draw_mask(image, result["mask"], background_index=background)
+    if task == "pose":
+        kps = np.array([[x, y, 2.0 if c >= keypoint_thr else 0.0] for x, y, c in result["keypoints"]])
+        return draw_keypoints(image, kps[None], skeleton=meta.get("keypoints", {}).get("skeleton") or ())
+    return draw_label_text(image, f"{result['class']} {result['score']:.2f}")
