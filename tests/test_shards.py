@@ -112,6 +112,11 @@ def test_undecodable_image_is_skipped_and_counted(tmp_path: Path) -> None:
     keys = [s["key"] for s in ds]
     assert keys == ["000000000", "000000001", "000000003", "000000004"]
     assert ds.pop_skipped() == 1 and ds.pop_skipped() == 0
+    # training (shuffled): the slot is filled by another good sample, so the epoch keeps its length
+    train = ShardDataset(root=root, split="train", shuffle=True, shuffle_buffer=2)
+    keys = [s["key"] for s in train]
+    assert len(keys) == len(train) == 5 and "000000002" not in keys and len(set(keys)) == 4
+    assert train.pop_skipped() == 1
     strict = ShardDataset(root=root, split="train", on_decode_error="raise")
     with pytest.raises(UserError, match=r"000000.tar: sample 000000002: cannot decode"):
         list(strict)

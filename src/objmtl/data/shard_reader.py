@@ -128,7 +128,9 @@ class ShardDataset(IterableDataset):
         drop_last: every rank yields the same whole number of batches (for training under DDP).
         samples_per_epoch: when set, each epoch draws this many samples (over all ranks) by
             picking shards at random with replacement: fixed-length epochs by resampling.
-        on_decode_error: ``warn`` (skip, warn and count) or ``raise``.
+        on_decode_error: ``warn`` (skip, warn and count) or ``raise``. When shuffling (training), a
+            skipped sample's slot is filled by the previous good one, so the epoch keeps its planned
+            length (a short epoch would make Lightning skip that epoch's validation).
         world_size, rank: override what ``torch.distributed`` says (for tests and tools).
     """
 
@@ -280,6 +282,7 @@ class ShardDataset(IterableDataset):
         rng = np.random.default_rng([self.seed, self.epoch, rank, worker])
         if hasattr(self.transform, "reseed"):  # distinct, reproducible augmentations per worker and epoch
             self.transform.reseed(int(rng.integers(2**31)))
+        owed, last = 0, None  # training: skipped samples are replaced, so every epoch keeps its planned length
         for raw in self._shuffled(self._raw_stream(rank, world, worker, num_workers), rng):
             try:
                 sample = decode_sample(raw)
@@ -290,6 +293,13 @@ class ShardDataset(IterableDataset):
                 log.warning("%s: skipped, cannot decode (%s)", where, e)
                 with self._skipped.get_lock():
                     self._skipped.value += 1
+                if self.shuffle and last is not None:
+                    yield self.transform(last) if self.transform else last
+                elif self.shuffle:
+                    owed += 1
                 continue
-            yield self.transform(sample) if self.transform else sample
+            last = sample
+            for _ in range(owed + 1):
+                yield self.transform(sample) if self.transform else sample
+            owed = 0
 
