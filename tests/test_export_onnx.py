@@ -46,11 +46,15 @@ def _triton_schema():  # noqa: ANN202 - a message class built at run time
                               "TYPE_FP64", "TYPE_STRING", "TYPE_BF16"]):
         enum.value.add(name=name, number=i)
     T = descriptor_pb2.FieldDescriptorProto
+    reshape = f.message_type.add(name="Reshape")
+    reshape.field.add(name="shape", number=1, type=T.TYPE_INT64, label=T.LABEL_REPEATED)
     tensor = f.message_type.add(name="Tensor")
     tensor.field.add(name="name", number=1, type=T.TYPE_STRING, label=T.LABEL_OPTIONAL)
     tensor.field.add(name="data_type", number=2, type=T.TYPE_ENUM, type_name=".inference.DataType",
                      label=T.LABEL_OPTIONAL)
     tensor.field.add(name="dims", number=4, type=T.TYPE_INT64, label=T.LABEL_REPEATED)
+    tensor.field.add(name="reshape", number=5, type=T.TYPE_MESSAGE, type_name=".inference.Reshape",
+                     label=T.LABEL_OPTIONAL)
     config = f.message_type.add(name="ModelConfig")
     config.field.add(name="name", number=1, type=T.TYPE_STRING, label=T.LABEL_OPTIONAL)
     config.field.add(name="platform", number=2, type=T.TYPE_STRING, label=T.LABEL_OPTIONAL)
@@ -190,3 +194,28 @@ def test_seg_and_pose_exports_equal_pytorch_on_real_images(task: str, images: st
         assert abs(sum(rows[0]["classes"].values()) - 1) < 1e-3
     else:
         assert all(len(r["keypoints"]) == 4 for r in rows)  # the synthetic skeleton's 4 points
+
+
+def test_fixed_size_exports_pad_non_square_images_and_refuse_other_sizes(tmp_path: Path) -> None:
+    from objmtl.export.triton import triton_config
+
+    prep = Preprocessor(eval_transform={"_target_": "albumentations.Compose", "transforms": [
+        {"_target_": "albumentations.LongestMaxSize", "max_size": 96}]}, task="det", fixed_size=[96, 96])
+    batch = prep([np.zeros((48, 64, 3), np.uint8), np.zeros((80, 40, 3), np.uint8)]).batch
+    assert batch.shape == (2, 3, 96, 96)  # a fixed graph gets its own size, not just the next multiple of 32
+    with pytest.raises(UserError, match="do not fit|does not fit"):
+        Preprocessor(eval_transform={"_target_": "albumentations.Compose", "transforms": []}, task="det",
+                     fixed_size=[32, 32])([np.zeros((40, 40, 3), np.uint8)])
+
+    # a per-image scalar output (detection's count) is written as dims [ 1 ] reshaped to a scalar
+    x = onnx.helper.make_tensor_value_info("INPUT__0", onnx.TensorProto.FLOAT, ["batch", 3, 8, 8])
+    y = onnx.helper.make_tensor_value_info("OUTPUT__0", onnx.TensorProto.FLOAT, ["batch"])
+    graph = onnx.helper.make_graph([onnx.helper.make_node("ReduceMean", ["INPUT__0"], ["OUTPUT__0"], axes=[1, 2, 3],
+                                                          keepdims=0)], "g", [x], [y])
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]), str(tmp_path / "g.onnx"))
+    text = triton_config(tmp_path / "g.onnx", name="g")
+    assert "dims: [ 1 ]\n    reshape: { shape: [ ] }" in text
+    from google.protobuf import text_format
+
+    config = text_format.Parse(text, _triton_schema()())
+    assert list(config.output[0].dims) == [1] and config.output[0].HasField("reshape")

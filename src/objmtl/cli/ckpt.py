@@ -20,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def command(name: str, help: str) -> argparse.ArgumentParser:
         c = sub.add_parser(name, help=help, description=help)
-        c.add_argument("ckpt", type=Path, help="the checkpoint file")
+        c.add_argument("ckpt", type=Path, help="a checkpoint file or a run directory (its best checkpoint)")
         c.add_argument("--trust", action="store_true", help="allow arbitrary unpickling (trusted files only)")
         return c
 
@@ -56,6 +56,9 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     with report_user_errors():
         from objmtl.runs import ckpt_tools
+        from objmtl.runs.evaluate import find_checkpoint
+
+        args.ckpt = find_checkpoint(args.ckpt)
 
         if args.command == "show":
             ckpt_tools.show(args.ckpt, depth=args.depth, trust=args.trust)

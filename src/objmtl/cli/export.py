@@ -21,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="objmtl-export", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="format", required=True, metavar="{onnx}")
-    o = sub.add_parser("onnx", help="export to ONNX (see objmtl-export --help)", description=__doc__,
+    o = sub.add_parser("onnx", help="export to ONNX (options: objmtl-export onnx --help)", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     o.add_argument("ckpt", type=Path, help="a checkpoint, or a run directory (its best checkpoint)")
     o.add_argument("--out", type=Path, required=True, help="the .onnx file to write")

@@ -21,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--score-thr", type=float, default=0.3, help="detection: lowest score kept (default 0.3)")
     p.add_argument("--top-k", type=int, default=5, help="classification: classes listed per image (default 5)")
     p.add_argument("--no-pictures", action="store_true", help="only the json (and txt)")
-    p.add_argument("--split", default=None, help="shard input: the split to read (default test, else val)")
+    p.add_argument("--split", default=None, help="shard input: the split to read (default: test, else val, else train)")
     p.add_argument("--limit", type=int, default=None, help="at most this many images")
     p.add_argument("--trust", action="store_true", help="allow arbitrary unpickling of the checkpoint")
     return p

@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fold BatchNorm layers into their convolutions before evaluating (faster, same metrics)")
     p.add_argument("--format-only", action="store_true",
                    help="only write --out (e.g. for a test set without annotations); no metrics")
+    p.add_argument("--trust", action="store_true", help="allow arbitrary unpickling of the checkpoint (trusted files)")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--accelerator", default="auto", help="auto, cpu or gpu")
     p.add_argument("overrides", nargs="*", metavar="key=value")
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
         evaluate(args.source, split=args.split, data_root=args.data, out=args.out, metrics_out=args.metrics_out,
                  overrides=args.overrides, accelerator=args.accelerator, batch_size=args.batch_size,
                  eval_metrics=args.eval_metrics, show_dir=args.show_dir, show_score_thr=args.show_score_thr,
-                 fuse_conv_bn=args.fuse_conv_bn, format_only=args.format_only)
+                 fuse_conv_bn=args.fuse_conv_bn, format_only=args.format_only, trust=args.trust)
 
 
 if __name__ == "__main__":

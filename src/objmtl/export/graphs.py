@@ -73,16 +73,26 @@ class SegmenterGraph(nn.Module):
 class PoseGraph(nn.Module):
     """Person crops [B, 3, h, w] -> ``OUTPUT__0``: K keypoint heatmaps [B, K, h / 4, w / 4].
 
-    Decoding (DARK sub-pixel step, crop -> image affine) is the caller's: ``objmtl-predict`` does it
-    with :func:`objmtl.models.pose.heatmaps.decode_heatmaps`, the code the evaluation uses.
+    With ``flip_pairs`` (the run's ``flip_test``), the heatmaps are averaged with those of the mirrored
+    crop, mirrored back with left/right swapped, as evaluation does. Decoding (DARK sub-pixel step,
+    crop -> image affine) is the caller's: ``objmtl-predict`` does it with
+    :func:`objmtl.models.pose.heatmaps.decode_heatmaps`, the code the evaluation uses.
     """
 
-    def __init__(self, *, model: nn.Module, normalize: Normalize) -> None:
+    def __init__(self, *, model: nn.Module, normalize: Normalize,
+                 flip_pairs: Sequence[Sequence[int]] | None = None) -> None:
         super().__init__()
         self.model, self.normalize = model, normalize
+        self.flip_pairs = [list(p) for p in flip_pairs] if flip_pairs is not None else None
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.model(self.normalize(x))
+        from objmtl.models.pose.heatmaps import flip_heatmaps
+
+        x = self.normalize(x)
+        heatmaps = self.model(x)
+        if self.flip_pairs is None:
+            return heatmaps
+        return 0.5 * (heatmaps + flip_heatmaps(self.model(x.flip(-1)), self.flip_pairs))
 
 
 def _level_grid(feat: Tensor, stride: float, offset: float) -> Tensor:

@@ -32,16 +32,19 @@ def read_image(path: str | Path) -> np.ndarray:
 
 
 class ImageSource:
-    """Iterates ``(name, image)`` over a file, a folder (recursively, sorted) or a shard set's split.
+    """Iterates ``(name, image)`` over a file, a folder (its image files, recursively, sorted) or a shard set.
 
     Args:
         path: an image file, a folder, or a shard folder (with ``meta.json``).
         split: the split read from a shard set (default: ``test`` if it has one, else ``val``).
         limit: at most this many images (None: all).
+        exclude: folders inside ``path`` not to read (the predictor's own output).
     """
 
-    def __init__(self, path: str | Path, *, split: str | None = None, limit: int | None = None) -> None:
+    def __init__(self, path: str | Path, *, split: str | None = None, limit: int | None = None,
+                 exclude: tuple[Path, ...] = ()) -> None:
         self.path, self.split, self.limit = Path(path), split, limit
+        self.exclude = tuple(Path(x).resolve() for x in exclude)
         self.skipped: list[str] = []
         if not self.path.exists():
             raise UserError(f"{self.path}: no such file or folder")
@@ -59,12 +62,13 @@ class ImageSource:
         if (self.path / "meta.json").is_file():
             yield from self._shards()
             return
-        files = sorted(p for p in self.path.rglob("*") if p.is_file())
-        if not any(p.suffix.lower() in IMAGE_SUFFIXES for p in files):
+        files = sorted(p for p in self.path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                       and not any(p.resolve().is_relative_to(x) for x in self.exclude))
+        if not files:
             raise UserError(f"{self.path}: no image files inside")
         for p in files:
             try:
-                yield str(p.relative_to(self.path).with_suffix("")), read_image(p)
+                yield str(p.relative_to(self.path).with_suffix("")), read_image(p.resolve())
             except UserError:
                 self.skipped.append(str(p))
 

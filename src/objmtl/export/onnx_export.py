@@ -84,7 +84,9 @@ def load_for_export(path: str | Path, *, trust: bool = False) -> ExportedModel:
 
     keypoints = {k: part(f"task.module.{k}") for k in ("keypoint_names", "skeleton", "flip_pairs")}
     plain = {"task": {"name": part("task.name"), "module": {"class_names": part("task.module.class_names"),
-                                                            "keypoints": keypoints}},
+                                                            "keypoints": keypoints,
+                                                            "flip_test": part("task.module.flip_test"),
+                                                            "inference": part("task.module.inference")}},
              "data": {k: part(f"data.{k}") for k in ("mean", "std", "image_size", "eval_transform")}}
     try:  # where the run's images are (for --verify / --show without --image); may not exist here
         from objmtl.data.datamodule import resolve_root
@@ -107,15 +109,17 @@ def build_graph(exported: ExportedModel, *, bake_norm: bool = False, nms: str = 
     if exported.task == "pose":
         if bake_norm:
             raise UserError("--bake-norm: not offered for pose (its crops are normalised by the crop transform)")
-        return PoseGraph(model=exported.model, normalize=normalize).eval()
+        module = exported.config["task"]["module"]
+        pairs = (module["keypoints"].get("flip_pairs") or []) if module.get("flip_test") is not False else None
+        return PoseGraph(model=exported.model, normalize=normalize, flip_pairs=pairs).eval()
     raise UserError(f"{exported.path}: objmtl-export has no ONNX graph for task={exported.task} yet")
 
 
 def metadata_of(exported: ExportedModel, *, shape: Sequence[int], bake_norm: bool, uint8: bool,
-                nms: str) -> dict[str, Any]:
+                nms: str, dynamic: bool = True) -> dict[str, Any]:
     """The ``objmtl.*`` metadata (:mod:`objmtl.export.metadata`) of a graph of ``exported``."""
     meta: dict[str, Any] = {
-        "task": exported.task, "class_names": exported.class_names, "input_size": list(shape),
+        "task": exported.task, "dynamic_size": dynamic, "class_names": exported.class_names, "input_size": list(shape),
         "mean": exported.mean, "std": exported.std, "normalization_baked": bake_norm,
         "input_dtype": "uint8" if uint8 else "float32", "layout": "NCHW, RGB",
         "eval_transform": exported.eval_transform, "objmtl_version": objmtl.__version__,
@@ -129,6 +133,10 @@ def metadata_of(exported: ExportedModel, *, shape: Sequence[int], bake_norm: boo
         meta["outputs"] = _OUTPUTS.get(exported.task, [])
     if exported.task == "pose":
         meta["keypoints"] = exported.config["task"]["module"].get("keypoints", {})
+        meta["flip_test"] = exported.config["task"]["module"].get("flip_test") is not False
+    if exported.task == "seg" and exported.config["task"]["module"].get("inference") == "slide":
+        meta["note"] = "the run evaluates with sliding windows; this graph runs the whole image at once"
+        print(f"note: {meta['note']}")
     return meta
 
 
@@ -157,6 +165,9 @@ def export_onnx(exported: ExportedModel, *, out: str | Path, shape: Sequence[int
     if opset < 16:
         raise UserError(f"--opset {opset}: use 16 or newer (GridSample and the NMS layout need it)")
     shape = [int(v) for v in (shape or exported.image_size)]
+    if not dynamic and shape != exported.image_size:
+        raise UserError(f"--shape {shape[0]} {shape[1]}: a fixed-size export must take the size the eval transform "
+                        f"gives ({exported.image_size[0]} {exported.image_size[1]}); add --dynamic for other sizes")
     graph = build_graph(exported, bake_norm=bake_norm, nms=nms)
     names = output_names(graph)
     axes: dict[str, dict[int, str]] = {"INPUT__0": {0: "batch"}}
@@ -179,7 +190,8 @@ def export_onnx(exported: ExportedModel, *, out: str | Path, shape: Sequence[int
                               input_names=["INPUT__0"], output_names=names, dynamic_axes=axes,
                               do_constant_folding=True)
     model = onnx.load(str(out))
-    write_metadata(model, metadata_of(exported, shape=shape, bake_norm=bake_norm, uint8=uint8, nms=nms))
+    write_metadata(model, metadata_of(exported, shape=shape, bake_norm=bake_norm, uint8=uint8, nms=nms,
+                                      dynamic=dynamic))
     onnx.checker.check_model(model)
     onnx.save(model, str(out))
     return out

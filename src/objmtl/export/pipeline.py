@@ -28,6 +28,8 @@ DEFAULT_TOLERANCE = 1e-3
 def _images(image: str | Path | None, data_root: str | None, n: int) -> list[np.ndarray]:
     """``n`` images from ``--image`` (a file or folder) or else the run's evaluation shards."""
     source = image or data_root
+    if image is not None and not Path(image).exists():
+        raise UserError(f"--image {image}: no such file or folder")
     if source is None or not Path(source).exists():
         raise UserError("--verify/--show need images: give --image PATH (a file or a folder)"
                         + (f"; the run's data {data_root} is not here" if data_root else ""))
@@ -85,7 +87,7 @@ def run_export(ckpt: str | Path, *, out: str | Path, shape: Sequence[int] | None
         data_root = exported.config.get("data", {}).get("root") if isinstance(exported.config.get("data"), dict) else None
         images = _images(image, data_root, 3)
         prep = Preprocessor(eval_transform=exported.eval_transform, task=exported.task, baked=bake_norm, uint8=uint8,
-                            mean=exported.mean)
+                            mean=exported.mean, fixed_size=None if dynamic else meta["input_size"])
     if verify_images:
         graph = build_graph(exported, bake_norm=bake_norm, nms=nms)
         names = output_names(graph)

@@ -68,12 +68,12 @@ def predict(model: str | Path, source: str | Path, *, out: str | Path, batch_siz
     run, meta = load_backend(model, trust=trust)
     prep = Preprocessor(eval_transform=meta["eval_transform"], task=meta["task"],
                         baked=bool(meta.get("normalization_baked")), uint8=meta.get("input_dtype") == "uint8",
-                        mean=meta["mean"])
+                        mean=meta["mean"], fixed_size=None if meta.get("dynamic_size", True) else meta["input_size"])
     out = Path(out)
     pictures = out / "pictures"
     if draw:
         pictures.mkdir(parents=True, exist_ok=True)
-    images = ImageSource(source, split=split, limit=limit)
+    images = ImageSource(source, split=split, limit=limit, exclude=(out,))
     rows: list[dict[str, Any]] = []
     with tqdm(desc="predict", unit="img") as bar:
         for chunk in _batches(iter(images), batch_size):

@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from objmtl.errors import UserError
+
 __all__ = ["PAD_MULTIPLE", "Prepared", "Preprocessor", "clean_transform_config"]
 
 PAD_MULTIPLE = 32
@@ -66,10 +68,11 @@ class Preprocessor:
     """
 
     def __init__(self, *, eval_transform: dict[str, Any], task: str, baked: bool = False, uint8: bool = False,
-                 mean: Sequence[float] = (0.0, 0.0, 0.0)) -> None:
+                 mean: Sequence[float] = (0.0, 0.0, 0.0), fixed_size: Sequence[int] | None = None) -> None:
         from hydra.utils import instantiate
 
         self.task, self.baked, self.uint8 = task, baked, uint8
+        self.fixed_size = [int(v) for v in fixed_size] if fixed_size else None  # a graph without dynamic H, W
         self.mean = np.asarray(mean, dtype=np.float32)
         if task == "pose":  # a TopDownCrop: crop the whole image as one person, its pixel pipeline cleaned
             self.config = {**eval_transform, "detections": None, "train": False}
@@ -109,10 +112,15 @@ class Preprocessor:
         if self.task in ("det", "seg"):
             height = int(math.ceil(max(hs) / PAD_MULTIPLE) * PAD_MULTIPLE)
             width = int(math.ceil(max(ws) / PAD_MULTIPLE) * PAD_MULTIPLE)
+            if self.fixed_size:  # the eval transform keeps images within it: pad up to the graph's size
+                if height > self.fixed_size[0] or width > self.fixed_size[1]:
+                    raise UserError(f"an image of {max(hs)} x {max(ws)} after the eval transform does not fit the "
+                                    f"model's fixed input {self.fixed_size[0]} x {self.fixed_size[1]}")
+                height, width = self.fixed_size
         else:
             height, width = max(hs), max(ws)
             if len(set(hs)) > 1 or len(set(ws)) > 1:
-                raise ValueError(f"images of sizes {sorted(set(zip(hs, ws, strict=True)))} after the eval transform "
+                raise UserError(f"images of sizes {sorted(set(zip(hs, ws, strict=True)))} after the eval transform "
                                  f"cannot share a batch for task={self.task}")
         dtype = arrays[0].dtype
         pad = (self.mean * 255.0 if self.baked else np.zeros(3, np.float32)).astype(dtype)

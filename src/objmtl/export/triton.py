@@ -39,7 +39,9 @@ def triton_config(onnx_path: str | Path, *, name: str, max_batch_size: int = 8) 
     for kind, values in (("input", inputs), ("output", list(graph.output))):
         entries = []
         for tensor_name, dtype, dims in _tensors(values, batched=batched):
-            entries.append(f'  {{\n    name: "{tensor_name}"\n    data_type: {dtype}\n    dims: [ {", ".join(map(str, dims))} ]\n  }}')
+            # one value per batch item (detection's count): Triton wants dims [ 1 ] reshaped to a scalar
+            shape = f'    dims: [ {", ".join(map(str, dims))} ]' if dims else "    dims: [ 1 ]\n    reshape: { shape: [ ] }"
+            entries.append(f'  {{\n    name: "{tensor_name}"\n    data_type: {dtype}\n{shape}\n  }}')
         lines.append(f"{kind} [\n" + ",\n".join(entries) + "\n]")
     return "\n".join(lines) + "\n"
 

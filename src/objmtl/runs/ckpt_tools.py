@@ -129,7 +129,7 @@ def change_key(path: str | Path, *, out: str | Path, src: str | None, dst: str, 
     """Moves the weights from top-level key ``src`` (default: where they are) to ``dst`` (``-``: top level)."""
     ckpt = load_checkpoint(path, trust=trust)
     src = src or weights_key(ckpt)
-    if src != TOP_LEVEL and not _is_weights(ckpt.get(src)):
+    if (src == TOP_LEVEL and not _is_weights(ckpt)) or (src != TOP_LEVEL and not _is_weights(ckpt.get(src))):
         raise UserError(f"{path}: key {src!r} holds no weights (keys: {', '.join(map(str, ckpt)) or 'none'})")
     if src == dst:
         raise UserError(f"--from and --to are both {src!r}: nothing to move")
@@ -172,7 +172,8 @@ def rename(path: str | Path, *, pattern: str, replacement: str, out: str | Path 
         seen[new] = old
     for old, new in changes.items():
         print(f"{old}  ->  {new}")
-    print(f"{len(changes)} of {len(weights)} names change" + (" (dry run: nothing written)" if dry_run else ""))
+    print(f"{len(changes)} of {len(weights)} names change" + (" (dry run: nothing written)" if dry_run else
+                                                              " (nothing written)" if not changes else ""))
     if dry_run or not changes:
         return changes
     if out is None:

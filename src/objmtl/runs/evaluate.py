@@ -39,7 +39,7 @@ def evaluate(source: str | Path, *, split: str | None = None, data_root: str | P
              out: str | Path | None = None, metrics_out: str | Path | None = None, overrides: Sequence[str] = (),
              accelerator: str = "auto", batch_size: int | None = None, eval_metrics: Sequence[str] | None = None,
              show_dir: str | Path | None = None, show_score_thr: float = 0.3, fuse_conv_bn: bool = False,
-             format_only: bool = False) -> dict[str, float]:
+             format_only: bool = False, trust: bool = False) -> dict[str, float]:
     """Evaluates a run's checkpoint on ``split`` of its data (or of ``data_root``).
 
     ``split=None`` takes ``test`` when the data has one, else ``val``.
@@ -66,7 +66,7 @@ def evaluate(source: str | Path, *, split: str | None = None, data_root: str | P
     register_resolvers()
     quiet_lightning()
     ckpt_path = find_checkpoint(source)
-    ckpt = load_checkpoint(ckpt_path)
+    ckpt = load_checkpoint(ckpt_path, trust=trust)
     cfg = OmegaConf.create(config_from_checkpoint(ckpt, ckpt_path))
     apply_overrides(cfg, overrides, why="objmtl-test")
     outputs_cls = outputs_for(str(cfg.task.name))
@@ -91,7 +91,11 @@ def evaluate(source: str | Path, *, split: str | None = None, data_root: str | P
     with open_dict(cfg):
         cfg.paths.output_dir = str(work)
     task = build_task(cfg, for_training=False)
-    task.model.load_state_dict(state_dict_of(ckpt))
+    try:
+        task.model.load_state_dict(state_dict_of(ckpt))
+    except RuntimeError as e:
+        raise UserError(f"{ckpt_path}: its weights do not fit its own config's model "
+                        f"({str(e).strip().splitlines()[0]})") from None
     if fuse_conv_bn:
         from objmtl.runs.fuse import fuse_conv_bn as fuse
 
