@@ -105,4 +105,4 @@ def test_the_cli_washes_a_run(run: Path, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "size:" in result.stdout and (tmp_path / "w.pth").is_file()
     missing = run_cli("objmtl-ckpt", "show", str(tmp_path / "nope.ckpt"))
-    assert missing.returncode == 2 and missing.stderr.strip() == f"error: {tmp_path / 'nope.ckpt'}: no such checkpoint file"
+    assert missing.returncode == 2 and missing.stderr.strip() == f"error: {tmp_path / 'nope.ckpt'}: no such run directory or checkpoint"
