@@ -60,7 +60,10 @@ def test_bad_masks_are_counted_and_the_epoch_finishes(bad_root: Path, tmp_path: 
     rows = list(csv.DictReader((tmp_path / "run" / "csv" / "metrics.csv").open()))
     epoch = next(r for r in rows if r.get("data/skipped"))
     assert float(epoch["data/skipped"]) == 1.0  # the 20 x 20 mask: decode refuses it, the reader counts it
-    assert float(epoch["data/unknown_mask_pixels"]) == 64.0  # the 8 x 8 pixels of value 9, made ignore
+    # the 8 x 8 pixels of value 9, made ignore; twice when the skipped sample's slot went to this one (the
+    # reader fills a skipped training slot with the previous good sample, so the epoch keeps its length)
+    assert float(epoch["data/unknown_mask_pixels"]) in (64.0, 128.0)
+    assert any(r.get("val/miou") for r in rows)  # validation ran inside the epoch
     assert any("differ in size" in r.message for r in caplog.records)
     assert any("mask value 9 has no class" in r.message for r in caplog.records)
     metrics = evaluate(tmp_path / "run", split="val", metrics_out=tmp_path / "m.json",
