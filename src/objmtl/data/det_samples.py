@@ -18,21 +18,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from objmtl.data.image_tensor import image_tensor
 from objmtl.errors import UserError
 
 __all__ = ["LABEL_FIELDS", "AspectGroupedDataset", "DetectionSamples", "PadCollate", "group_by_aspect"]
 
 LABEL_FIELDS = ("labels", "iscrowd", "area")
 TARGET_KEYS = ("boxes", "labels", "iscrowd", "difficult", "area", "image_id", "orig_size", "scale")
-
-
-def _image_tensor(image: Any) -> torch.Tensor:
-    """(3, H, W) float: a tensor as is (ToTensorV2 output), an H x W x 3 array (uint8 -> [0, 1])."""
-    if isinstance(image, torch.Tensor):
-        return image.float()
-    array = np.asarray(image)
-    tensor = torch.from_numpy(np.array(array, copy=True)).permute(2, 0, 1).float()
-    return tensor.div_(255) if array.dtype == np.uint8 else tensor
 
 
 def _hw(image: Any) -> tuple[int, int]:
@@ -188,7 +180,7 @@ class DetectionSamples:
             classes = np.rint(np.asarray(out["labels"], np.float64)).astype(np.int64).reshape(-1)
             flags = np.rint(np.asarray(out["iscrowd"], np.float64)).astype(np.int64).reshape(-1)
             fill = np.asarray(out["area"], np.float64).reshape(-1)
-        tensor = _image_tensor(image)
+        tensor = image_tensor(image)
         h2, w2 = _hw(tensor)
         wh = boxes[:, 2:] - boxes[:, :2]
         keep = (wh > 0).all(1)

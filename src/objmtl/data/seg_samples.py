@@ -23,21 +23,13 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from objmtl.data.image_tensor import image_tensor
 from objmtl.data.schema import IGNORE_INDEX
 from objmtl.errors import UserError
 
 __all__ = ["SegmentationSamples", "pad_collate", "render_polygons"]
 
 PAD_DIVISOR = 32
-
-
-def _image_tensor(image: Any) -> torch.Tensor:
-    """(3, H, W) float: a tensor as is (ToTensorV2 output), an H x W x 3 uint8 array scaled to [0, 1]."""
-    if isinstance(image, torch.Tensor):
-        return image.float()
-    array = np.asarray(image)
-    tensor = torch.from_numpy(np.array(array, copy=True)).permute(2, 0, 1).float()
-    return tensor.div_(255) if array.dtype == np.uint8 else tensor
 
 
 def _ring_area(ring: np.ndarray) -> float:
@@ -132,7 +124,7 @@ class SegmentationSamples:
         if self.transform is not None:
             out = self.transform(image=image, mask=orig_mask)
             image, mask = out["image"], out["mask"]
-        tensor = _image_tensor(image)
+        tensor = image_tensor(image)
         mask_t = torch.as_tensor(np.asarray(mask) if not isinstance(mask, torch.Tensor) else mask).long()
         if mask_t.shape != tensor.shape[-2:]:
             raise UserError(f"data transform: it gave a {tuple(mask_t.shape)} mask for a "

@@ -10,22 +10,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-import torch
 from torch.utils.data import default_collate
 
 from objmtl.data.det_samples import DetectionSamples
+from objmtl.data.image_tensor import image_tensor
 from objmtl.data.pose_samples import PoseSamples
 from objmtl.data.seg_samples import SegmentationSamples
 from objmtl.errors import UserError
 
 __all__ = ["ClassificationSamples", "DetectionSamples", "TASK_SAMPLES", "samples_for_task"]
-
-
-def _to_tensor(image: Any) -> torch.Tensor:
-    if isinstance(image, torch.Tensor):
-        return image.float()
-    return torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1).float().div_(255)  # (3, H, W)
 
 
 class ClassificationSamples:
@@ -48,7 +41,7 @@ class ClassificationSamples:
         image = sample["image"]
         if self.transform is not None:
             image = self.transform(image=image)["image"]
-        return {"image": _to_tensor(image), "label": int(label), "key": str(sample["key"])}
+        return {"image": image_tensor(image), "label": int(label), "key": str(sample["key"])}
 
     @staticmethod
     def collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
