@@ -223,6 +223,9 @@ def wash(path: str | Path, *, out: str | Path, strip_prefixes: Sequence[str] = (
     before, after = Path(path).stat().st_size, written.stat().st_size
     state = [k for k in ckpt if k != key and k != "objmtl"] if key != TOP_LEVEL else []
     print(f"dropped entries: {', '.join(map(str, state)) or 'none'}")
+    if key == "state_dict" and "current_model_state" in ckpt:
+        print("EMA run (callbacks=ema): kept the averaged weights (state_dict), dropped the raw ones "
+              "(current_model_state)")
     if dropped:
         print(f"dropped weights ({len(dropped)}): " + ", ".join(dropped[:8]) + (" ..." if len(dropped) > 8 else ""))
     print(f"size: {_human(before)} -> {_human(after)} ({after / max(before, 1):.2f}x); "

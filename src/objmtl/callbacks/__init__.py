@@ -1,0 +1,5 @@
+"""Lightning callbacks of objmtl's runs (configured under ``conf/callbacks``)."""
+
+from objmtl.callbacks.throughput import Throughput
+
+__all__ = ["Throughput"]
