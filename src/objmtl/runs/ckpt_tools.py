@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from objmtl.errors import UserError
+from objmtl.runs.atomic_checkpoint_io import atomic_torch_save
 from objmtl.runs.checkpoint import load_checkpoint
 
 __all__ = ["TOP_LEVEL", "WASH_DROP", "change_key", "rename", "save_checkpoint", "show", "wash", "weights_key"]
@@ -65,10 +66,7 @@ def save_checkpoint(ckpt: dict[str, Any], out: str | Path, *, source: str | Path
     out = Path(out)
     if source is not None and out.resolve() == Path(source).resolve():
         raise UserError(f"{out}: the output would overwrite its input; give another --out")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    torch.save(ckpt, tmp)
-    tmp.replace(out)
+    atomic_torch_save(ckpt, out)
     return out
 
 
