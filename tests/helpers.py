@@ -84,3 +84,22 @@ def eight_coco128_images(real_data: Path, tmp_path: Path) -> Path:
             for raw in picked:
                 writer.write(split, image=raw["jpg"], ext="jpg", ann=json.loads(raw["json"]))
     return root
+
+
+class KillAtStep:
+    """Test-only Lightning callback: SIGKILLs its own process at the end of optimizer step ``step``, once
+    (``marker`` records that it happened, so the resumed run goes on). Given on the command line as
+    ``+callbacks.kill._target_=tests.helpers.KillAtStep +callbacks.kill.step=N +callbacks.kill.marker=F``."""
+
+    def __new__(cls, *, step: int, marker: str):  # noqa: ANN204 - a Callback subclass made on demand
+        import signal
+
+        import lightning as L
+
+        class _Kill(L.Callback):
+            def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
+                if trainer.global_step == step and not Path(marker).exists():
+                    Path(marker).touch()
+                    os.kill(os.getpid(), signal.SIGKILL)
+
+        return _Kill()

@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 
 from objmtl.data.det_samples import AspectGroupedDataset
 from objmtl.data.mixing import MixedDataset, merge_metas
+from objmtl.data.resumable_loader import ResumableLoader
 from objmtl.data.schema import Meta, read_meta
 from objmtl.data.shard_reader import ShardDataset
 from objmtl.data.task_samples import samples_for_task
@@ -110,6 +111,7 @@ class ShardDataModule(L.LightningDataModule):
         # what the transforms normalise with: exported models and predictors need the same
         self.image_size, self.mean, self.std = image_size, mean, std
         self.group_by_aspect = group_by_aspect
+        self._resume_at: tuple[int, int] | None = None  # (epoch, training batches done), from a checkpoint
 
     def prepare_data(self) -> None:
         if self.synth is not None:
@@ -166,12 +168,37 @@ class ShardDataModule(L.LightningDataModule):
         ds = self.dataset(stage)
         train = stage == "train"
         # persistent_workers stays off: workers must see the epoch set on the dataset each epoch
-        return DataLoader(ds, batch_size=self.batch_size if train else self.eval_batch_size, num_workers=self.num_workers,
-                          collate_fn=self.adapter.collate, drop_last=train,
-                          pin_memory=torch.cuda.is_available())
+        return (ResumableLoader if train else DataLoader)(
+            ds, batch_size=self.batch_size if train else self.eval_batch_size, num_workers=self.num_workers,
+            collate_fn=self.adapter.collate, drop_last=train, pin_memory=torch.cuda.is_available())
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train")
+        loader = self._loader("train")
+        trainer = getattr(self, "trainer", None)
+        epoch, done = self._resume_at if self._resume_at else (trainer.current_epoch if trainer else None, 0)
+        self._resume_at = None
+        if epoch is not None and hasattr(loader.dataset, "set_epoch"):
+            loader.dataset.set_epoch(epoch)  # the first iterator is made before on_train_epoch_start
+        if done:
+            loader.skip_once(done)
+        return loader
+
+    # ---- resuming inside an epoch ----
+
+    def state_dict(self) -> dict[str, Any]:
+        """Saved with each checkpoint (Lightning calls it): for one written inside an epoch, that epoch and
+        how many of its training batches are done, so a resumed run continues with the next batch."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None or not trainer.training:
+            return {}
+        done = int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
+        if 0 < done < trainer.num_training_batches:
+            return {"epoch": int(trainer.current_epoch), "train_batches_done": done}
+        return {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if state_dict:
+            self._resume_at = (int(state_dict["epoch"]), int(state_dict["train_batches_done"]))
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val")
