@@ -103,3 +103,24 @@ class KillAtStep:
                     os.kill(os.getpid(), signal.SIGKILL)
 
         return _Kill()
+
+
+class CountBatches:
+    """Test-only Lightning callback: appends ``rank epoch batches`` per training epoch to ``out`` (one line
+    each), so a test sees what every DDP rank trained on."""
+
+    def __new__(cls, *, out: str):  # noqa: ANN204 - a Callback subclass made on demand
+        import lightning as L
+
+        class _Count(L.Callback):
+            def on_train_epoch_start(self, trainer: L.Trainer, *args: object) -> None:
+                self.n = 0
+
+            def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
+                self.n += 1
+
+            def on_train_epoch_end(self, trainer: L.Trainer, *args: object) -> None:
+                with open(out, "a") as f:
+                    f.write(f"{trainer.global_rank} {trainer.current_epoch} {self.n}\n")
+
+        return _Count()
