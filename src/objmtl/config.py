@@ -3,10 +3,16 @@
 - ``${meta:KEY}``: a field of the training shards' ``meta.json`` (``num_classes``, ``classes``,
   ``num_keypoints``, ``sigmas``, ...), so heads are sized by the data, never by a typed number.
 - ``${objmtl_run_dir:RESUME,DEFAULT}``: the run directory: RESUME when resuming, else DEFAULT.
+- ``${objmtl_run_name:}``: the run directory's name, the same in every process of one distributed job:
+  the start time, or under torchrun (a ``--rdzv-id``) and SLURM the date and the job's id, since the
+  processes of several nodes start at different seconds and must share one run directory.
+- ``${objmtl_log_name:NAME}``: NAME, with ``_rankR`` for the non-zero ranks of a torchrun / srun job.
 """
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +39,33 @@ def _run_dir(resume: str | None, default: str) -> str:
     return str(resume) if resume else default
 
 
+def _run_name() -> str:
+    env = os.environ
+    run_id = env.get("TORCHELASTIC_RUN_ID", "")
+    if run_id and run_id != "none":
+        return time.strftime("%Y-%m-%d") + f"_{run_id}"
+    if env.get("SLURM_JOB_ID"):
+        step = env.get("SLURM_STEP_ID")
+        return time.strftime("%Y-%m-%d") + f"_slurm{env['SLURM_JOB_ID']}" + (f".{step}" if step else "")
+    return time.strftime("%Y-%m-%d_%H-%M-%S")
+
+
+def _log_name(name: str) -> str:
+    rank = os.environ.get("RANK") or (os.environ.get("SLURM_PROCID") if os.environ.get("SLURM_NTASKS", "1") != "1"
+                                      else None)
+    return f"{name}_rank{rank}" if rank and rank != "0" else name
+
+
 def register_resolvers() -> None:
     """Registers the resolvers once (safe to call again)."""
     if not OmegaConf.has_resolver("meta"):
         OmegaConf.register_new_resolver("meta", _meta)
     if not OmegaConf.has_resolver("objmtl_run_dir"):
         OmegaConf.register_new_resolver("objmtl_run_dir", _run_dir)
+    if not OmegaConf.has_resolver("objmtl_run_name"):
+        OmegaConf.register_new_resolver("objmtl_run_name", _run_name, use_cache=True)
+    if not OmegaConf.has_resolver("objmtl_log_name"):
+        OmegaConf.register_new_resolver("objmtl_log_name", _log_name)
 
 
 register_resolvers()
