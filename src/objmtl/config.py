@@ -6,6 +6,7 @@
 - ``${objmtl_run_name:}``: the run directory's name, the same in every process of one distributed job:
   the start time, or under torchrun (a ``--rdzv-id``) and SLURM the date and the job's id, since the
   processes of several nodes start at different seconds and must share one run directory.
+- ``${objmtl_direction:MODE}``: a task's ``main_mode`` (max / min) as Optuna's direction (maximize / minimize).
 - ``${objmtl_log_name:NAME}``: NAME, with ``_rankR`` for the non-zero ranks of a torchrun / srun job.
 """
 
@@ -56,6 +57,12 @@ def _log_name(name: str) -> str:
     return f"{name}_rank{rank}" if rank and rank != "0" else name
 
 
+def _direction(mode: str) -> str:
+    if mode not in ("max", "min"):
+        raise ValueError(f"task.main_mode {mode!r}: use max or min")
+    return "maximize" if mode == "max" else "minimize"
+
+
 def register_resolvers() -> None:
     """Registers the resolvers once (safe to call again)."""
     if not OmegaConf.has_resolver("meta"):
@@ -64,6 +71,8 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("objmtl_run_dir", _run_dir)
     if not OmegaConf.has_resolver("objmtl_run_name"):
         OmegaConf.register_new_resolver("objmtl_run_name", _run_name, use_cache=True)
+    if not OmegaConf.has_resolver("objmtl_direction"):
+        OmegaConf.register_new_resolver("objmtl_direction", _direction)
     if not OmegaConf.has_resolver("objmtl_log_name"):
         OmegaConf.register_new_resolver("objmtl_log_name", _log_name)
 
