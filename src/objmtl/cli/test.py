@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trust", action="store_true", help="allow arbitrary unpickling of the checkpoint (trusted files)")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--accelerator", default="auto", help="auto, cpu or gpu")
+    p.add_argument("--devices", type=int, default=1,
+                   help="evaluate with N processes under DDP (GPUs, or CPU processes with gloo); same "
+                        "metrics as one process, predictions gathered on rank 0 (MMDetection's dist_test)")
     p.add_argument("overrides", nargs="*", metavar="key=value")
     return p
 
@@ -65,7 +68,8 @@ def main(argv: list[str] | None = None) -> None:
         evaluate(args.source, split=args.split, data_root=args.data, out=args.out, metrics_out=args.metrics_out,
                  overrides=args.overrides, accelerator=args.accelerator, batch_size=args.batch_size,
                  eval_metrics=args.eval_metrics, show_dir=args.show_dir, show_score_thr=args.show_score_thr,
-                 fuse_conv_bn=args.fuse_conv_bn, format_only=args.format_only, trust=args.trust)
+                 fuse_conv_bn=args.fuse_conv_bn, format_only=args.format_only, trust=args.trust,
+                 devices=args.devices)
 
 
 if __name__ == "__main__":

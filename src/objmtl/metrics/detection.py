@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import Tensor
 from torchmetrics.detection import MeanAveragePrecision
 
@@ -131,8 +132,10 @@ def target_from_ann(ann: dict[str, Any], *, device: torch.device | str | None = 
 class DetectionMetrics(MeanAveragePrecision):
     """COCO box AP/AR (torchmetrics, faster-coco-eval) plus objmtl's VOC mAP and recall at IoU 0.5.
 
-    The state is MeanAveragePrecision's own per-image list states, so DDP gathering works as there
-    (every rank must update with the same number of images, which the shard reader guarantees).
+    The state is MeanAveragePrecision's own per-image list states. Under DDP they are gathered as whole
+    lists (``all_gather_object``, in rank order) rather than one ``all_gather`` per image as torchmetrics
+    does, which would hang when ranks hold different numbers of images (an evaluation split that does
+    not divide by the world size).
     The ``iscrowd`` state holds crowd *or* difficult, the boxes the VOC part ignores.
 
     Args:
@@ -177,6 +180,14 @@ class DetectionMetrics(MeanAveragePrecision):
                 item["area"] = t["area"].float().reshape(-1)
             tm_target.append(item)
         super().update(tm_preds, tm_target)
+
+    def _sync_dist(self, dist_sync_fn: Any = None, process_group: Any = None) -> None:
+        """Every rank's per-image states, concatenated in rank order (ranks may hold unequal counts)."""
+        world = dist.get_world_size(group=process_group)
+        for attr in self._reductions:
+            parts: list[list[Tensor] | None] = [None] * world
+            dist.all_gather_object(parts, [t.cpu() for t in getattr(self, attr)], group=process_group)
+            setattr(self, attr, [t.to(self.device) for part in parts for t in (part or [])])
 
     def _voc_curves(self) -> dict[int, ClassCurve]:
         """Per class: TP/FP of every detection over all images, ranked by score."""

@@ -78,6 +78,14 @@ def coco_keypoint_eval(*, gt: dict[str, Any], results: list[dict[str, Any]], sig
     return np.asarray(ev.stats[: len(KEYPOINT_KEYS)], np.float64)
 
 
+def _column(state: list[Tensor] | Tensor, dtype: torch.dtype) -> Tensor:
+    """A ``cat`` state as one CPU tensor: a list before a DDP sync, a tensor after it (a rank without
+    images contributes an empty float tensor, hence the cast)."""
+    if isinstance(state, Tensor):
+        return state.cpu().to(dtype)
+    return dim_zero_cat(state).cpu().to(dtype) if state else torch.zeros(0, dtype=dtype)
+
+
 class KeypointMetrics(Metric):
     """COCO keypoint AP/AR and PCK over the evaluated images (DDP: states are concatenated).
 
@@ -145,13 +153,14 @@ class KeypointMetrics(Metric):
 
     def coco_ground_truth(self) -> dict[str, Any]:
         """The evaluated images' ground truth as a COCO keypoints dataset (category ids = labels + 1)."""
-        ids = dim_zero_cat(self.image_ids).tolist() if self.image_ids else []
-        sizes = dim_zero_cat(self.image_sizes).tolist() if self.image_sizes else []
+        ids = _column(self.image_ids, torch.long).tolist()
+        sizes = _column(self.image_sizes, torch.long).reshape(-1, 2).tolist()
         images = {i: {"id": i, "height": h, "width": w} for i, (h, w) in zip(ids, sizes, strict=True)}
         anns = []
-        if self.gt_image:
-            cols = [dim_zero_cat(s).cpu() for s in (self.gt_image, self.gt_keypoints, self.gt_boxes, self.gt_area,
-                                                    self.gt_crowd, self.gt_labels)]
+        if len(_column(self.gt_image, torch.long)):
+            cols = [_column(s, dtype) for s, dtype in (
+                (self.gt_image, torch.long), (self.gt_keypoints, torch.float64), (self.gt_boxes, torch.float64),
+                (self.gt_area, torch.float64), (self.gt_crowd, torch.bool), (self.gt_labels, torch.long))]
             for n, (img, kp, box, area, crowd, label) in enumerate(zip(*(c.tolist() for c in cols), strict=True)):
                 x1, y1, x2, y2 = box
                 anns.append({"id": n + 1, "image_id": img, "category_id": label + 1, "iscrowd": int(crowd),
@@ -163,10 +172,9 @@ class KeypointMetrics(Metric):
 
     def coco_results(self) -> list[dict[str, Any]]:
         """The predictions as COCO keypoint results (category ids = labels + 1)."""
-        if not self.dt_image:
-            return []
-        cols = [dim_zero_cat(s).cpu().tolist() for s in (self.dt_image, self.dt_keypoints, self.dt_scores,
-                                                         self.dt_labels)]
+        cols = [_column(s, dtype).tolist() for s, dtype in (
+            (self.dt_image, torch.long), (self.dt_keypoints, torch.float64), (self.dt_scores, torch.float64),
+            (self.dt_labels, torch.long))]
         return [{"image_id": img, "category_id": label + 1, "keypoints": kp, "score": score}
                 for img, kp, score, label in zip(*cols, strict=True)]
 

@@ -39,7 +39,7 @@ def evaluate(source: str | Path, *, split: str | None = None, data_root: str | P
              out: str | Path | None = None, metrics_out: str | Path | None = None, overrides: Sequence[str] = (),
              accelerator: str = "auto", batch_size: int | None = None, eval_metrics: Sequence[str] | None = None,
              show_dir: str | Path | None = None, show_score_thr: float = 0.3, fuse_conv_bn: bool = False,
-             format_only: bool = False, trust: bool = False) -> dict[str, float]:
+             format_only: bool = False, trust: bool = False, devices: int = 1) -> dict[str, float]:
     """Evaluates a run's checkpoint on ``split`` of its data (or of ``data_root``).
 
     ``split=None`` takes ``test`` when the data has one, else ``val``.
@@ -58,11 +58,20 @@ def evaluate(source: str | Path, *, split: str | None = None, data_root: str | P
 
     ``fuse_conv_bn`` folds BatchNorm layers into their convolutions first (:mod:`objmtl.runs.fuse`);
     ``format_only`` writes ``out`` without printing or saving metrics (data without annotations).
+
+    ``devices > 1`` evaluates under DDP (Lightning re-runs the command once per extra process, gloo on
+    CPU): each rank reads a contiguous share of the split, the metrics gather every rank's state and
+    rank 0 gathers the predictions, prints and writes; the other ranks return their (same) metrics
+    and write nothing. The metrics and predictions equal one process's; ``loss`` is a mean of batch
+    losses, so it moves slightly with how the images fall into batches (detection normalises by a
+    batch's positives).
     """
     if split not in (None, "val", "test"):
         raise UserError(f"--split {split}: use val or test")
     if format_only and not out:
         raise UserError("--format-only writes the predictions only: give --out")
+    if devices < 1:
+        raise UserError(f"--devices {devices}: give 1 or more")
     register_resolvers()
     quiet_lightning()
     ckpt_path = find_checkpoint(source)
@@ -96,16 +105,22 @@ def evaluate(source: str | Path, *, split: str | None = None, data_root: str | P
     except RuntimeError as e:
         raise UserError(f"{ckpt_path}: its weights do not fit its own config's model "
                         f"({str(e).strip().splitlines()[0]})") from None
+    fused = None
     if fuse_conv_bn:
         from objmtl.runs.fuse import fuse_conv_bn as fuse
 
-        print(f"fused {fuse(task.model)} conv + BatchNorm pairs")
+        fused = fuse(task.model)
     outputs = outputs_cls(keep=bool(out or show_dir))
-    trainer = L.Trainer(accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False,
-                        default_root_dir=str(work), enable_model_summary=False, callbacks=[outputs])
+    trainer = L.Trainer(accelerator=accelerator, devices=devices, strategy="ddp" if devices > 1 else "auto",
+                        logger=False, enable_checkpointing=False, default_root_dir=str(work),
+                        enable_model_summary=False, callbacks=[outputs])
+    if fused is not None and trainer.is_global_zero:
+        print(f"fused {fused} conv + BatchNorm pairs")
     run = trainer.validate if split == "val" else trainer.test
     outcome = run(task, datamodule=datamodule, verbose=False)
     metrics = {k: float(v) for k, v in (outcome[0] if outcome else {}).items()}
+    if not trainer.is_global_zero:
+        return metrics
     report: dict[str, Any] = {"checkpoint": str(ckpt_path), "split": split, "data": str(datamodule.root),
                               "metrics": metrics, **outputs.report(task, split)}
     if not format_only:

@@ -3,8 +3,10 @@
 Each task type has an :class:`EvalOutputs` subclass (``objmtl.runs.<task>_outputs``), named in
 :data:`OUTPUTS`. It is a Lightning callback: during evaluation it receives what the task's
 ``validation_step`` / ``test_step`` return and keeps, per image, what ``--out`` and ``--show-dir``
-need (only when one of them was asked for: ``keep``). :func:`objmtl.runs.evaluate.evaluate` then
-calls :meth:`~EvalOutputs.write` and :meth:`~EvalOutputs.show`.
+need (only when one of them was asked for: ``keep``). Under DDP each rank collects its own images and
+at the end of the epoch rank 0 gathers every rank's items, in rank order (the shard reader gives each
+rank a contiguous range, so that is one process's order). :func:`objmtl.runs.evaluate.evaluate` then
+calls :meth:`~EvalOutputs.write` and :meth:`~EvalOutputs.show` on rank 0.
 
 A new task type adds its subclass and one line to :data:`OUTPUTS`; evaluate() itself does not change.
 """
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import lightning as L
+import torch.distributed as dist
 
 from objmtl.data.schema import Meta
 from objmtl.data.shard_reader import ShardDataset
@@ -72,6 +75,21 @@ class EvalOutputs(L.Callback):
                           batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         if self.keep and outputs is not None:
             self.collect(outputs, batch)
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self.gather()
+
+    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.gather()
+
+    def gather(self) -> None:
+        """Under DDP: rank 0's :attr:`items` become every rank's, in rank order; the others' are emptied."""
+        if not (self.keep and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return
+        parts: list[list[dict[str, Any]] | None] = [None] * dist.get_world_size()
+        dist.all_gather_object(parts, self.items)
+        self.items = [item for part in parts for item in (part or [])] if dist.get_rank() == 0 else []
 
     # ---- metrics ----
 

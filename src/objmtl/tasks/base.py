@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 from collections.abc import Callable, Iterator
@@ -11,12 +12,16 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.optim import Optimizer
+from torchmetrics import MeanMetric
 
 import objmtl
+from objmtl.errors import UserError
 
 __all__ = ["BaseTask"]
+
+log = logging.getLogger(__name__)
 
 OptimizerFactory = Callable[..., Optimizer]
 SchedulerFactory = Callable[..., Any]
@@ -54,23 +59,33 @@ class BaseTask(L.LightningModule):
         scheduler: ``(optimizer, total_steps=, steps_per_epoch=) -> LRScheduler`` or None;
             stepped every optimizer step.
         run_config: the run config as plain containers; stored in every checkpoint.
+        nonfinite_loss: a training loss that is NaN or infinite: ``stop`` the run with a message naming the
+            step and the loss terms, or ``skip`` the step (no backward, no optimizer step; counted in
+            ``train/nonfinite_skipped``). Under DDP all ranks skip when one does.
     """
 
     def __init__(self, *, model: nn.Module, optimizer: OptimizerFactory | None = None,
-                 scheduler: SchedulerFactory | None = None, run_config: dict[str, Any] | None = None) -> None:
+                 scheduler: SchedulerFactory | None = None, run_config: dict[str, Any] | None = None,
+                 nonfinite_loss: str = "stop") -> None:
         super().__init__()
+        if nonfinite_loss not in ("stop", "skip"):
+            raise UserError(f"nonfinite_loss={nonfinite_loss}: use stop or skip")
         self.model = model
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.run_config = run_config or {}
+        self.nonfinite_loss = nonfinite_loss
+        self._nonfinite_skipped = 0
+        self.eval_loss = nn.ModuleDict({"val": MeanMetric(), "test": MeanMetric()})
 
     # ---- optimisation ----
 
     def configure_optimizers(self) -> Any:
         if self.optimizer_factory is None:
             raise ValueError("no optimizer configured")
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        optimizer = self.optimizer_factory(params)
+        optimizer = self.optimizer_factory(self._param_groups())
+        for group in optimizer.param_groups:  # before the scheduler reads the base rates
+            group["lr"] = group["lr"] * group.get("lr_scale", 1.0)
         if self.scheduler_factory is None:
             return optimizer
         total = int(self.trainer.estimated_stepping_batches)
@@ -78,6 +93,41 @@ class BaseTask(L.LightningModule):
         per_epoch = max(1, math.ceil(total / epochs))
         scheduler = self.scheduler_factory(optimizer, total_steps=total, steps_per_epoch=per_epoch)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def checked_loss(self, losses: dict[str, Tensor]) -> Tensor | None:
+        """``losses["loss"]`` for ``training_step`` to return, or None (Lightning skips the step) when it is
+        not finite and ``nonfinite_loss=skip``; with ``stop`` a UserError naming the step and the terms."""
+        loss = losses["loss"]
+        bad = not bool(torch.isfinite(loss.detach()).all())
+        if not self.trainer.strategy.reduce_boolean_decision(bad, all=False):  # any rank's -> every rank's
+            return loss
+        terms = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in losses.items() if v.numel() == 1)
+        step = self.trainer.global_step
+        if self.nonfinite_loss == "stop":
+            raise UserError(f"step {step}: the training loss is not finite ({terms}); lower optim.lr, set "
+                            "trainer.gradient_clip_val or check the data (nonfinite_loss=skip skips such steps)")
+        self._nonfinite_skipped += 1
+        log.warning("step %d: the training loss is not finite (%s): step skipped (%d this epoch)", step, terms,
+                    self._nonfinite_skipped)
+        return None
+
+    # ---- evaluation ----
+
+    def log_eval_loss(self, stage: str, loss: Tensor, *, batch_size: int, prog_bar: bool = False) -> None:
+        """Logs ``STAGE/loss``: the per-sample mean over the epoch, exact under DDP even when ranks hold
+        unequal shares (Lightning's mean of a logged value averages the integer batch counts of the
+        ranks there, which rounds)."""
+        metric = self.eval_loss[stage]
+        metric.update(loss.detach().float(), weight=batch_size)
+        self.log(f"{stage}/loss", metric, prog_bar=prog_bar)
+
+    def _param_groups(self) -> list[dict[str, Any]]:
+        """The model's ``param_groups()`` where it has them (dicts with ``params`` and an ``lr_scale`` factor that
+        :meth:`configure_optimizers` applies to the optimizer's learning rate), else one group of all trainable
+        parameters."""
+        if hasattr(self.model, "param_groups"):
+            return [g for g in self.model.param_groups() if g["params"]]
+        return [{"params": [p for p in self.model.parameters() if p.requires_grad]}]
 
     # ---- data bookkeeping ----
 
@@ -94,6 +144,9 @@ class BaseTask(L.LightningModule):
                 ds.set_epoch(self.current_epoch)
 
     def on_train_epoch_end(self) -> None:
+        if self.nonfinite_loss == "skip":
+            self.log("train/nonfinite_skipped", float(self._nonfinite_skipped))
+            self._nonfinite_skipped = 0
         skipped = sum(ds.pop_skipped() for ds in self._train_datasets() if hasattr(ds, "pop_skipped"))
         self.log("data/skipped", float(skipped), reduce_fx="sum", sync_dist=True)
 

@@ -25,8 +25,9 @@ class ClassificationTask(BaseTask):
 
     def __init__(self, *, model: nn.Module, class_names: list[str], optimizer: OptimizerFactory | None = None,
                  scheduler: SchedulerFactory | None = None, label_smoothing: float = 0.0,
-                 run_config: dict[str, Any] | None = None) -> None:
-        super().__init__(model=model, optimizer=optimizer, scheduler=scheduler, run_config=run_config)
+                 run_config: dict[str, Any] | None = None, nonfinite_loss: str = "stop") -> None:
+        super().__init__(model=model, optimizer=optimizer, scheduler=scheduler, run_config=run_config,
+                         nonfinite_loss=nonfinite_loss)
         self.class_names = list(class_names)
         self.label_smoothing = label_smoothing
         k = len(self.class_names)
@@ -51,15 +52,15 @@ class ClassificationTask(BaseTask):
         acc = (logits.argmax(1) == batch["label"]).float().mean()
         self.log_dict({"train/loss": loss, "train/acc": acc}, prog_bar=True,
                       batch_size=len(batch["label"]))
-        return loss
+        return self.checked_loss({"loss": loss})
 
     def _eval_step(self, batch: dict[str, Tensor], stage: str) -> dict[str, Tensor]:
         logits = self(batch["image"])
         metrics = self.val_metrics if stage == "val" else self.test_metrics
         metrics.update(logits, batch["label"])
         self.confusion.update(logits, batch["label"])
-        self.log(f"{stage}/loss", self._loss(logits, batch["label"]), prog_bar=stage == "val",
-                 batch_size=len(batch["label"]), sync_dist=True)
+        self.log_eval_loss(stage, self._loss(logits, batch["label"]), batch_size=len(batch["label"]),
+                           prog_bar=stage == "val")
         scores, labels = torch.softmax(logits.detach().float(), dim=1).max(1)
         return {"labels": labels, "scores": scores}  # for objmtl-test --out
 

@@ -24,7 +24,8 @@ def _inverse_scale(target: dict[str, Any], device: torch.device) -> Tensor:
 
 
 class DetectionTask(BaseTask):
-    """Trains a :class:`~objmtl.models.detection.DenseDetector` on padded batches of
+    """Trains a :class:`~objmtl.models.detection.DenseDetector` or a
+    :class:`~objmtl.models.detection.DeformableDETR` on padded batches of
     :class:`~objmtl.data.det_samples.DetectionSamples`.
 
     Batches are ``{"images": [N, 3, Hp, Wp], "image_sizes": [N, 2], "targets": [...]}``. Logs ``train/loss``
@@ -53,8 +54,9 @@ class DetectionTask(BaseTask):
 
     def __init__(self, *, model: nn.Module, class_names: list[str] | None = None,
                  optimizer: OptimizerFactory | None = None, scheduler: SchedulerFactory | None = None,
-                 run_config: dict[str, Any] | None = None) -> None:
-        super().__init__(model=model, optimizer=optimizer, scheduler=scheduler, run_config=run_config)
+                 run_config: dict[str, Any] | None = None, nonfinite_loss: str = "stop") -> None:
+        super().__init__(model=model, optimizer=optimizer, scheduler=scheduler, run_config=run_config,
+                         nonfinite_loss=nonfinite_loss)
         self.class_names = list(class_names) if class_names is not None else None
         if self.class_names is not None and getattr(model, "num_classes", len(self.class_names)) != len(
                 self.class_names):
@@ -66,16 +68,20 @@ class DetectionTask(BaseTask):
         self.test_map = DetectionMetrics()
         self.per_class: dict[str, list[dict[str, Any]]] = {}
 
-    def forward(self, images: Tensor) -> dict[str, list[Tensor]]:
+    def forward(self, images: Tensor, image_sizes: Tensor | None = None) -> dict[str, Any]:
+        """The model's raw outputs; a model with ``uses_image_sizes`` (Deformable DETR) also gets the batch's
+        valid (h, w) sizes [N, 2], to mask the padding."""
+        if image_sizes is not None and getattr(self.model, "uses_image_sizes", False):
+            return self.model(images, image_sizes)
         return self.model(images)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
-        outputs = self(batch["images"])
+        outputs = self(batch["images"], batch["image_sizes"])
         losses = self.model.loss(outputs, batch["targets"])
         self.log("train/loss", losses["loss"], prog_bar=True, batch_size=len(batch["targets"]))
         self.log_dict({f"train/{k}": v.detach() for k, v in losses.items() if k != "loss"},
                       batch_size=len(batch["targets"]))
-        return losses["loss"]
+        return self.checked_loss(losses)
 
     def _original_size(self, batch: dict[str, Any], preds: list[dict[str, Tensor]]
                        ) -> tuple[list[dict[str, Tensor]], list[dict[str, Tensor]]]:
@@ -95,9 +101,9 @@ class DetectionTask(BaseTask):
         return out_preds, out_targets
 
     def _eval_step(self, batch: dict[str, Any], stage: str) -> dict[str, list[dict[str, Tensor]]]:
-        outputs = self(batch["images"])
+        outputs = self(batch["images"], batch["image_sizes"])
         losses = self.model.loss(outputs, batch["targets"])
-        self.log(f"{stage}/loss", losses["loss"], batch_size=len(batch["targets"]), sync_dist=True)
+        self.log_eval_loss(stage, losses["loss"], batch_size=len(batch["targets"]))
         preds, targets = self._original_size(batch, self.model.postprocess(outputs, batch["image_sizes"]))
         (self.val_map if stage == "val" else self.test_map).update(preds, targets)
         return {"preds": preds, "targets": targets}
@@ -130,4 +136,4 @@ class DetectionTask(BaseTask):
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Tensor]]:
         """Detections per image, boxes in input pixels (``image_sizes`` clips them)."""
-        return self.model.postprocess(self(batch["images"]), batch["image_sizes"])
+        return self.model.postprocess(self(batch["images"], batch["image_sizes"]), batch["image_sizes"])

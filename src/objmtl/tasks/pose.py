@@ -63,8 +63,9 @@ class PoseTask(BaseTask):
                  flip_pairs: Sequence[Sequence[int]] = (), sigmas: Sequence[float] | None = None,
                  flip_test: bool = True, decode: str = "dark", keypoint_threshold: float = 0.2,
                  optimizer: OptimizerFactory | None = None, scheduler: SchedulerFactory | None = None,
-                 run_config: dict[str, Any] | None = None) -> None:
-        super().__init__(model=model, optimizer=optimizer, scheduler=scheduler, run_config=run_config)
+                 run_config: dict[str, Any] | None = None, nonfinite_loss: str = "stop") -> None:
+        super().__init__(model=model, optimizer=optimizer, scheduler=scheduler, run_config=run_config,
+                         nonfinite_loss=nonfinite_loss)
         k = int(model.num_keypoints)
         if keypoint_names is not None and len(keypoint_names) != k:
             raise ValueError(f"model has {k} keypoints for {len(keypoint_names)} keypoint names")
@@ -111,7 +112,7 @@ class PoseTask(BaseTask):
         self._checked(heatmaps, batch)
         losses = self.model.loss(heatmaps, batch["heatmaps"], batch["weights"])
         self.log("train/loss", losses["loss"], prog_bar=True, batch_size=len(crops))
-        return losses["loss"]
+        return self.checked_loss(losses)
 
     def _predict(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
         """Keypoints (P, K, 3) x, y, confidence in original pixels, and the heatmaps of the plain crops."""
@@ -149,7 +150,7 @@ class PoseTask(BaseTask):
         if len(heatmaps):
             self._checked(heatmaps, batch)
             loss = self.model.loss(heatmaps, batch["heatmaps"], batch["weights"])["loss"]
-            self.log(f"{stage}/loss", loss, batch_size=len(heatmaps), sync_dist=True)
+            self.log_eval_loss(stage, loss, batch_size=len(heatmaps))
         preds, targets = self._split(batch, keypoints)
         (self.val_metric if stage == "val" else self.test_metric).update(preds, targets)
         return {"preds": preds, "targets": targets}

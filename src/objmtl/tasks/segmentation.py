@@ -55,8 +55,10 @@ class SegmentationTask(BaseTask):
     def __init__(self, *, model: nn.Module, class_names: Sequence[str] | None = None, aux_weight: float = 0.4,
                  dice_weight: float = 0.0, inference: str = "whole", window: int | Sequence[int] = 512,
                  window_stride: int | Sequence[int] | None = None, optimizer: OptimizerFactory | None = None,
-                 scheduler: SchedulerFactory | None = None, run_config: dict[str, Any] | None = None) -> None:
-        super().__init__(model=model, optimizer=optimizer, scheduler=scheduler, run_config=run_config)
+                 scheduler: SchedulerFactory | None = None, run_config: dict[str, Any] | None = None,
+                 nonfinite_loss: str = "stop") -> None:
+        super().__init__(model=model, optimizer=optimizer, scheduler=scheduler, run_config=run_config,
+                         nonfinite_loss=nonfinite_loss)
         self.num_classes = int(model.num_classes)
         self.class_names = list(class_names) if class_names else None
         if self.class_names is not None and len(self.class_names) != self.num_classes:
@@ -104,7 +106,7 @@ class SegmentationTask(BaseTask):
                  batch_size=n)
         self.log("data/unlabeled_images", float(batch.get("unlabeled", 0)), on_step=False, on_epoch=True,
                  reduce_fx="sum", batch_size=n)
-        return losses["loss"]
+        return self.checked_loss(losses)
 
     def _original_size(self, logits: Tensor, batch: dict[str, Any]) -> list[Tensor]:
         """Per image: class ids (uint8 Tensor[h, w]) at the original size, from the valid region's logits."""
@@ -121,7 +123,7 @@ class SegmentationTask(BaseTask):
         logits = self.logits(batch["images"])
         masks, _ = self._clean(batch["masks"], batch.get("keys"))
         loss = self.criterion({"out": logits}, masks)["loss"]
-        self.log(f"{stage}/loss", loss, batch_size=len(masks), sync_dist=True)
+        self.log_eval_loss(stage, loss, batch_size=len(masks))
         metric = self.val_metrics if stage == "val" else self.test_metrics
         preds = self._original_size(logits, batch)
         for pred, target, key in zip(preds, batch["orig_masks"], batch["keys"], strict=True):
