@@ -9,7 +9,7 @@ DEMO_DATA ?= data/synth
 DEMO_RUN  := runs/demo/$(shell date +%Y-%m-%d_%H-%M-%S)
 PYTEST_ARGS ?=
 
-.PHONY: demo test install lint clean
+.PHONY: demo test install lint clean pipeline-basic
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,13 @@ demo: install
 	    --image $(DEMO_DATA) --show $(DEMO_RUN)/export/onnx_result.png --triton $(DEMO_RUN)/export/triton
 	$(BIN)/objmtl-predict $(DEMO_RUN)/export/model.onnx $(DEMO_DATA) --limit 16 --out $(DEMO_RUN)/predict
 	@echo "demo run: $(DEMO_RUN)  (checkpoints/, metrics.json, plots/*.png, tensorboard/, export/, predict/)"
+
+# pack (synthetic unless DATA=shards) -> train -> test -> export -> verify -> predict; TASK=cls|det|seg|pose
+TASK ?= cls
+DATA ?=
+ARGS ?=
+pipeline-basic: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" scripts/pipeline_basic.sh -t $(TASK) $(if $(DATA),-d $(DATA)) $(ARGS)
 
 test: install
 	$(BIN)/pytest --durations=20 $(PYTEST_ARGS)

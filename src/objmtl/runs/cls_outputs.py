@@ -4,7 +4,8 @@
 score and the true class that :class:`~objmtl.tasks.classification.ClassificationTask` returns
 from ``validation_step`` / ``test_step``. ``--out`` writes them as a json list (``.json``) or, for
 any other suffix, as tab-separated text, one image per line (``key  label  class  score``;
-ObjectiveMTL's ``cls_infer_to_txt`` layout, with a header).
+ObjectiveMTL's ``cls_infer_to_txt`` layout, with a header). ``--show-dir`` writes each image with a
+caption strip: the predicted class and score and, when wrong, the true class (green right, red wrong).
 """
 
 from __future__ import annotations
@@ -14,10 +15,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from objmtl.data.schema import Meta
-from objmtl.runs.outputs import EvalOutputs
+import numpy as np
+from PIL import Image
 
-__all__ = ["ClassificationOutputs", "write_predictions"]
+from objmtl.data.schema import Meta
+from objmtl.runs.outputs import EvalOutputs, raw_samples
+from objmtl.viz.draw import draw_label_text
+
+__all__ = ["ClassificationOutputs", "show_predictions", "write_predictions"]
+
+_RIGHT, _WRONG = (20, 110, 40), (150, 25, 25)
 
 
 class ClassificationOutputs(EvalOutputs):
@@ -35,6 +42,36 @@ class ClassificationOutputs(EvalOutputs):
 
     def write(self, out: Path, *, meta: Meta, class_names: Sequence[str]) -> str:
         return f"predictions: {write_predictions(rows=self.items, class_names=class_names, out=out)}"
+
+    def show(self, out_dir: Path, *, roots: Sequence[Path], split: str, class_names: Sequence[str],
+             score_thr: float) -> int:
+        return show_predictions(rows=self.items, roots=roots, split=split, out_dir=out_dir, class_names=class_names)
+
+
+def show_predictions(*, rows: Sequence[dict[str, Any]], roots: Sequence[Path], split: str, out_dir: Path,
+                     class_names: Sequence[str], min_side: int = 160) -> int:
+    """Writes ``out_dir/<key>.png`` per collected image: the original (enlarged to ``min_side`` when
+    smaller) over a caption ``predicted score`` (+ ``true: class`` when wrong). Returns the count."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    by_key = {r["key"]: r for r in rows}
+    written = 0
+    for sample in raw_samples(roots, split):
+        row = by_key.pop(str(sample["key"]), None)
+        if row is None:
+            continue
+        image = Image.fromarray(sample["image"])
+        if min(image.size) < min_side:
+            scale = min_side / min(image.size)
+            image = image.resize((round(image.width * scale), round(image.height * scale)), Image.NEAREST)
+        right = row["label"] == row["target"]
+        text = f"{class_names[row['label']]} {row['score']:.2f}" + ("" if right else
+                                                                   f"  (true: {class_names[row['target']]})")
+        picture = draw_label_text(np.asarray(image), text, background=_RIGHT if right else _WRONG)
+        Image.fromarray(picture).save(out_dir / f"{Path(str(row['key'])).name}.png")
+        written += 1
+        if not by_key:
+            break
+    return written
 
 
 def write_predictions(*, rows: Sequence[dict[str, Any]], class_names: Sequence[str], out: str | Path) -> Path:
