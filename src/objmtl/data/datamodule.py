@@ -120,7 +120,7 @@ class ShardDataModule(L.LightningDataModule):
     def read_meta(self) -> Meta:
         """The shard set's meta.json (merged over sources), checked to carry what this task trains on."""
         meta = meta_of(str(self.root), None, self.sources)
-        if self.task not in meta.tasks:
+        if getattr(self.adapter, "meta_task", self.task) not in meta.tasks:  # ssl: cls labels, for its k-NN
             raise UserError(f"{self.root}: task={self.task} needs annotations these shards do not carry "
                             f"(they carry: {', '.join(meta.tasks) or 'nothing'})")
         return meta
@@ -135,15 +135,17 @@ class ShardDataModule(L.LightningDataModule):
 
     def _shards(self, root: Path, stage: str, transform: Any) -> ShardDataset:
         train = stage == "train"
+        split = self.splits["train" if stage == "bank" else stage]  # bank: the train split, read for evaluation
         return ShardDataset(
-            root=root, split=self.splits[stage], transform=transform, shuffle=train,
+            root=root, split=split, transform=transform, shuffle=train,
             shuffle_buffer=self.shuffle_buffer, seed=self.seed,
             batch_size=self.batch_size if train else self.eval_batch_size, drop_last=train,
             samples_per_epoch=self.samples_per_epoch if train and not self.sources else None,
             on_decode_error=self.on_decode_error)
 
     def dataset(self, stage: str) -> ShardDataset | MixedDataset | AspectGroupedDataset:
-        """The dataset of ``train``, ``val`` or ``test`` (built once)."""
+        """The dataset of ``train``, ``val``, ``test`` or ``bank`` (the train split with the evaluation
+        transform, in order; built once)."""
         if stage not in self._datasets:
             self.read_meta()
             adapter = self.adapter(transform=self.train_transform if stage == "train" else self.eval_transform)
@@ -200,11 +202,18 @@ class ShardDataModule(L.LightningDataModule):
         if state_dict:
             self._resume_at = (int(state_dict["epoch"]), int(state_dict["train_batches_done"]))
 
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
+    def _eval_loaders(self, stage: str) -> DataLoader | list[DataLoader]:
+        """The ``stage`` loader; for an adapter with ``knn_bank`` (ssl), ``[bank, stage]``: the training split
+        read with the evaluation transform comes first, as the k-NN memory bank."""
+        if getattr(self.adapter, "knn_bank", False):
+            return [self._loader("bank"), self._loader(stage)]
+        return self._loader(stage)
 
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
+    def val_dataloader(self) -> DataLoader | list[DataLoader]:
+        return self._eval_loaders("val")
+
+    def test_dataloader(self) -> DataLoader | list[DataLoader]:
+        return self._eval_loaders("test")
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader("test")

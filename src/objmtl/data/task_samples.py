@@ -16,9 +16,10 @@ from objmtl.data.det_samples import DetectionSamples
 from objmtl.data.image_tensor import image_tensor
 from objmtl.data.pose_samples import PoseSamples
 from objmtl.data.seg_samples import SegmentationSamples
+from objmtl.data.ssl_samples import SSLSamples
 from objmtl.errors import UserError
 
-__all__ = ["ClassificationSamples", "DetectionSamples", "TASK_SAMPLES", "samples_for_task"]
+__all__ = ["ClassificationSamples", "DetectionSamples", "SSLSamples", "TASK_SAMPLES", "samples_for_task"]
 
 
 class ClassificationSamples:
@@ -49,7 +50,7 @@ class ClassificationSamples:
 
 
 TASK_SAMPLES: dict[str, type] = {"cls": ClassificationSamples, "det": DetectionSamples, "seg": SegmentationSamples,
-                                 "pose": PoseSamples}
+                                 "pose": PoseSamples, "ssl": SSLSamples}
 
 
 def samples_for_task(task: str) -> type:

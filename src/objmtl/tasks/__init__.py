@@ -3,5 +3,6 @@ from objmtl.tasks.classification import ClassificationTask
 from objmtl.tasks.detection import DetectionTask
 from objmtl.tasks.pose import PoseTask
 from objmtl.tasks.segmentation import SegmentationTask
+from objmtl.tasks.ssl import SSLTask
 
-__all__ = ["BaseTask", "ClassificationTask", "DetectionTask", "PoseTask", "SegmentationTask"]
+__all__ = ["BaseTask", "ClassificationTask", "DetectionTask", "PoseTask", "SegmentationTask", "SSLTask"]
