@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.parametrize("task", ["cls", "det"])
+@pytest.mark.parametrize("task", ["cls"])  # det, seg, pose: the same script; their export paths have their own tests
 def test_pipeline_basic_packs_trains_tests_exports_verifies_predicts(task: str, synth_root: Path,
                                                                    tmp_path: Path) -> None:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",

@@ -186,6 +186,7 @@ class DetectorGraph(nn.Module):
 
 
 def output_names(graph: nn.Module) -> list[str]:
-    """Triton-style output names of a graph: ``OUTPUT__0`` and, for in-graph NMS, three more."""
-    count = 4 if isinstance(graph, DetectorGraph) and graph.nms == "onnx" else 1
+    """Triton-style output names of a graph: ``OUTPUT__0`` and, for in-graph NMS (or a graph declaring
+    ``num_outputs``, as :class:`~objmtl.export.detr_graph.DetrGraph`), more."""
+    count = getattr(graph, "num_outputs", 4 if isinstance(graph, DetectorGraph) and graph.nms == "onnx" else 1)
     return [f"OUTPUT__{i}" for i in range(count)]

@@ -6,8 +6,9 @@ Keys (all values are JSON text, under the ``objmtl.`` prefix in the file):
 - ``mean`` / ``std`` (0..1, RGB) and ``normalization_baked`` (true: the graph takes [0, 255] pixels,
   false: it takes ``(pixels / 255 - mean) / std``); ``input_dtype`` (``float32`` or ``uint8``);
 - ``eval_transform``: the run's albumentations eval pipeline (the predictor rebuilds it);
-- ``outputs``: one line per output describing it; detection also ``nms`` (``onnx`` / ``none``),
-  ``score_thresh``, ``nms_thresh``, ``max_detections``;
+- ``outputs``: one line per output describing it; detection also ``nms`` (``onnx`` / ``none``, or ``set``
+  for a set predictor such as Deformable DETR: no NMS, ``onnx``'s four outputs), ``score_thresh``,
+  ``nms_thresh`` (not for ``set``), ``max_detections``;
 - ``objmtl_version`` and ``checkpoint`` (its file name).
 """
 

@@ -20,6 +20,7 @@ from torch import nn
 
 import objmtl
 from objmtl.errors import UserError
+from objmtl.export.detr_graph import DetrGraph
 from objmtl.export.graphs import (
     ClassifierGraph,
     DetectorGraph,
@@ -41,6 +42,8 @@ _OUTPUTS = {
     "det:none": ["per anchor: box xyxy (input pixels) + K class scores [B, A, 4 + K]"],
     "det:onnx": ["boxes xyxy (input pixels) [B, D, 4]", "scores [B, D]", "labels int64 [B, D] (-1: empty)",
                  "detections per image int64 [B]"],
+    "det:set": ["boxes xyxy (input pixels) [B, D, 4]", "scores [B, D]", "labels int64 [B, D]",
+                "detections per image int64 [B] (= D: top (query, class) pairs, no NMS)"],
 }
 
 
@@ -97,11 +100,22 @@ def load_for_export(path: str | Path, *, trust: bool = False) -> ExportedModel:
     return ExportedModel(model=model.eval(), config=plain, path=path)
 
 
+def _is_set_predictor(model: nn.Module) -> bool:
+    from objmtl.models.detection import DeformableDETR
+
+    return isinstance(model, DeformableDETR)
+
+
 def build_graph(exported: ExportedModel, *, bake_norm: bool = False, nms: str = "onnx") -> nn.Module:
     """The traceable module of the checkpoint's task type (see :mod:`objmtl.export.graphs`)."""
     normalize = Normalize(mean=exported.mean, std=exported.std) if bake_norm else Normalize()
     if exported.task == "cls":
         return ClassifierGraph(model=exported.model, normalize=normalize).eval()
+    if exported.task == "det" and _is_set_predictor(exported.model):
+        if nms != "onnx":
+            raise UserError(f"--nms {nms}: Deformable DETR predicts a set (no NMS to leave out); its one layout is "
+                            "boxes, scores, labels, count (--nms onnx)")
+        return DetrGraph(model=exported.model, normalize=normalize).eval()
     if exported.task == "det":
         return DetectorGraph(model=exported.model, normalize=normalize, nms=nms).eval()
     if exported.task == "seg":
@@ -125,7 +139,10 @@ def metadata_of(exported: ExportedModel, *, shape: Sequence[int], bake_norm: boo
         "eval_transform": exported.eval_transform, "objmtl_version": objmtl.__version__,
         "checkpoint": exported.path.name,
     }
-    if exported.task == "det":
+    if exported.task == "det" and _is_set_predictor(exported.model):
+        meta.update(nms="set", score_thresh=0.0, max_detections=int(exported.model.max_detections),
+                    outputs=_OUTPUTS["det:set"])
+    elif exported.task == "det":
         m = exported.model
         meta.update(nms=nms, score_thresh=float(m.score_thresh), nms_thresh=float(m.nms_thresh),
                     max_detections=int(m.max_detections), outputs=_OUTPUTS[f"det:{nms}"])

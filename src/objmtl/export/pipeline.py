@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import from_numpy
 
 from objmtl.errors import UserError
+from objmtl.export.detr_graph import DetrGraph
 from objmtl.export.graphs import DetectorGraph, output_names
 from objmtl.export.images import ImageSource
 from objmtl.export.metadata import read_metadata
@@ -91,7 +92,7 @@ def run_export(ckpt: str | Path, *, out: str | Path, shape: Sequence[int] | None
     if verify_images:
         graph = build_graph(exported, bake_norm=bake_norm, nms=nms)
         names = output_names(graph)
-        detections = isinstance(graph, DetectorGraph) and nms == "onnx"
+        detections = isinstance(graph, DetectorGraph | DetrGraph) and nms == "onnx"
         results = verify(graph=graph, onnx_path=path, batches=verification_batches(prep, images, dynamic=dynamic),
                          names=names, detections=detections)
         worst: dict[str, float] = {}
