@@ -46,7 +46,7 @@ def _compare(one: Path, two: Path) -> dict[str, float]:
     for key, value in a["metrics"].items():
         # The loss is a mean of batch losses, and a detection batch's loss is normalised by its positives:
         # it depends on how the images fall into batches, which differs with two ranks. Metrics do not.
-        tolerance = {"rel": 1e-3} if key.endswith("/loss") else {"abs": 1e-6}
+        tolerance = {"rel": 1e-3} if key.endswith("/loss") else {"abs": 1e-5}  # summation order
         assert b["metrics"][key] == pytest.approx(value, **tolerance), key
     return a["metrics"]
 
@@ -83,7 +83,11 @@ def test_two_processes_give_the_metrics_and_predictions_of_one(task: str, odd_sy
 
 @pytest.mark.realdata
 def test_two_processes_give_the_detection_metrics_of_one(atss_coco128_run: dict, tmp_path: Path) -> None:
-    """The trained ATSS (real detections) on 7 of its images: COCO and VOC figures, results json."""
+    """The trained ATSS (real detections) on 7 of its images: COCO and VOC figures, results json.
+
+    At batch size 1: a batch pads its images to one size and the heads' GroupNorm sees the padding, so a
+    detector's outputs depend on which images share a batch (rank 0's four here against all seven in one
+    process's batch of 8 gave other detections); one image per batch pads each alike either way."""
     from objmtl.data import read_meta
     from objmtl.data.shard_reader import iter_shard
     from objmtl.data.shard_writer import ShardSetWriter
@@ -97,8 +101,8 @@ def test_two_processes_give_the_detection_metrics_of_one(atss_coco128_run: dict,
             writer.write("val", image=raw["jpg"], ext="jpg", ann=json.loads(raw["json"]))
     run = atss_coco128_run["run_dir"]
     evaluate(run, data_root=root, split="val", out=tmp_path / "p1", metrics_out=tmp_path / "m1" / "metrics.json",
-             overrides=["data.num_workers=0"])
-    _ddp_eval(run, tmp_path, "--data", str(root), "--split", "val")
+             overrides=["data.num_workers=0"], batch_size=1)
+    _ddp_eval(run, tmp_path, "--data", str(root), "--split", "val", "--batch-size", "1")
     metrics = _compare(tmp_path / "m1" / "metrics.json", tmp_path / "m2" / "metrics.json")
     assert metrics["val/map_50"] > 0.5  # a trained detector: the comparison is not of empty outputs
     one, two = (json.loads((tmp_path / p).read_text()) for p in ("p1", "p2"))

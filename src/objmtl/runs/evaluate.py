@@ -62,9 +62,10 @@ def evaluate(source: str | Path, *, split: str | None = None, data_root: str | P
     ``devices > 1`` evaluates under DDP (Lightning re-runs the command once per extra process, gloo on
     CPU): each rank reads a contiguous share of the split, the metrics gather every rank's state and
     rank 0 gathers the predictions, prints and writes; the other ranks return their (same) metrics
-    and write nothing. The metrics and predictions equal one process's; ``loss`` is a mean of batch
-    losses, so it moves slightly with how the images fall into batches (detection normalises by a
-    batch's positives).
+    and write nothing. The metrics and predictions equal one process's when the images fall into the
+    same batches (``batch_size=1`` always, or images of one size): a batch pads its images to one size,
+    and a detector's GroupNorm sees the padding, so its outputs depend on which images share a batch;
+    ``loss`` is a mean of batch losses (detection normalises by a batch's positives).
     """
     if split not in (None, "val", "test"):
         raise UserError(f"--split {split}: use val or test")
