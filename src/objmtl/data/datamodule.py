@@ -80,6 +80,10 @@ class ShardDataModule(L.LightningDataModule):
             for export and prediction.
         group_by_aspect: training batches of only landscape or only portrait images
             (:func:`objmtl.data.det_samples.group_by_aspect`), for less padding in detection.
+        heads: ``task=mtl``: the heads trained (``cls``, ``det``, ``seg``, ``pose``); the transforms are then
+            ``{head: pipeline}``, a source may lend only some kinds (``{root: A, tasks: [cls]}``), and each
+            evaluation stage has one loader per head, in this order (:mod:`objmtl.data.mtl_samples`).
+        pose_size: ``task=mtl``: the pose head's crop (h, w), recorded for export and prediction.
     """
 
     def __init__(self, *, root: str | None = None, task: str = "cls", batch_size: int = 32,
@@ -90,7 +94,8 @@ class ShardDataModule(L.LightningDataModule):
                  test_split: str = "test", image_size: int | list[int] | None = None,
                  mean: list[float] | None = None, std: list[float] | None = None,
                  sources: list[dict[str, Any]] | None = None, mix: str = "concat",
-                 repeat_threshold: float = 0.001, group_by_aspect: bool = False) -> None:
+                 repeat_threshold: float = 0.001, group_by_aspect: bool = False,
+                 heads: list[str] | None = None, pose_size: list[int] | None = None) -> None:
         super().__init__()
         self.sources = [dict(s) for s in sources] if sources else None
         if self.sources and any("root" not in s for s in self.sources):
@@ -100,6 +105,10 @@ class ShardDataModule(L.LightningDataModule):
         self.synth = dict(synth) if synth and not root else None
         self.task = task
         self.adapter = samples_for_task(task)
+        self.heads = list(heads) if heads is not None else None
+        self.pose_size = list(pose_size) if pose_size is not None else None
+        if task == "mtl" and not self.heads:
+            raise UserError("task=mtl: data.heads is empty (it follows task.heads: cls, det, seg, pose)")
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
@@ -120,9 +129,12 @@ class ShardDataModule(L.LightningDataModule):
     def read_meta(self) -> Meta:
         """The shard set's meta.json (merged over sources), checked to carry what this task trains on."""
         meta = meta_of(str(self.root), None, self.sources)
-        if getattr(self.adapter, "meta_task", self.task) not in meta.tasks:  # ssl: cls labels, for its k-NN
-            raise UserError(f"{self.root}: task={self.task} needs annotations these shards do not carry "
-                            f"(they carry: {', '.join(meta.tasks) or 'nothing'})")
+        needed = self.heads if self.task == "mtl" else [getattr(self.adapter, "meta_task", self.task)]
+        for kind in needed or []:  # ssl: cls labels, for its k-NN
+            if kind not in meta.tasks:
+                what = f"head {kind} of task=mtl" if self.task == "mtl" else f"task={self.task}"
+                raise UserError(f"{self.root}: {what} needs annotations these shards do not carry "
+                                f"(they carry: {', '.join(meta.tasks) or 'nothing'})")
         return meta
 
     def label_space(self) -> dict[str, Any] | None:
@@ -143,31 +155,41 @@ class ShardDataModule(L.LightningDataModule):
             samples_per_epoch=self.samples_per_epoch if train and not self.sources else None,
             on_decode_error=self.on_decode_error)
 
-    def dataset(self, stage: str) -> ShardDataset | MixedDataset | AspectGroupedDataset:
+    def _make_adapter(self, stage: str, head: str | None) -> Any:
+        transform = self.train_transform if stage == "train" else self.eval_transform
+        if self.task != "mtl":
+            return self.adapter(transform=transform)
+        heads = [head] if head else self.heads
+        return self.adapter(transform={h: dict(transform or {}).get(h) for h in heads}, heads=heads)
+
+    def dataset(self, stage: str, head: str | None = None) -> ShardDataset | MixedDataset | AspectGroupedDataset:
         """The dataset of ``train``, ``val``, ``test`` or ``bank`` (the train split with the evaluation
-        transform, in order; built once)."""
-        if stage not in self._datasets:
+        transform, in order; built once); under ``task=mtl`` an evaluation stage's ``head`` picks that head's
+        view."""
+        name = f"{stage}:{head}" if head else stage
+        if name not in self._datasets:
             self.read_meta()
-            adapter = self.adapter(transform=self.train_transform if stage == "train" else self.eval_transform)
+            adapter = self._make_adapter(stage, head)
+            ds: Any
             if not self.sources:
-                self._datasets[stage] = self._shards(self.root, stage, adapter)
+                ds = self._shards(self.root, stage, adapter)
             else:
                 space = self.label_space()
                 assert space is not None
                 parts = [self._shards(Path(s["root"]).expanduser(), stage, None) for s in self.sources]
-                self._datasets[stage] = MixedDataset(
+                ds = MixedDataset(
                     sources=parts, maps=space["sources"], mode=self.mix if stage == "train" else "concat",
                     weights=[float(s.get("weight", 1.0)) for s in self.sources],
                     samples_per_epoch=self.samples_per_epoch if stage == "train" else None,
                     repeat_threshold=self.repeat_threshold, transform=adapter, seed=self.seed,
-                    batch_size=parts[0].batch_size)
+                    batch_size=parts[0].batch_size, kinds=[s.get("tasks") for s in self.sources])
             if stage == "train" and self.group_by_aspect:
-                self._datasets[stage] = AspectGroupedDataset(dataset=self._datasets[stage],
-                                                             batch_size=self.batch_size)
-        return self._datasets[stage]
+                ds = AspectGroupedDataset(dataset=ds, batch_size=self.batch_size)
+            self._datasets[name] = ds
+        return self._datasets[name]
 
-    def _loader(self, stage: str) -> DataLoader:
-        ds = self.dataset(stage)
+    def _loader(self, stage: str, head: str | None = None) -> DataLoader:
+        ds = self.dataset(stage, head)
         train = stage == "train"
         # persistent_workers stays off: workers must see the epoch set on the dataset each epoch
         return (ResumableLoader if train else DataLoader)(
@@ -207,6 +229,8 @@ class ShardDataModule(L.LightningDataModule):
         read with the evaluation transform comes first, as the k-NN memory bank."""
         if getattr(self.adapter, "knn_bank", False):
             return [self._loader("bank"), self._loader(stage)]
+        if self.task == "mtl":
+            return [self._loader(stage, head) for head in self.heads or []]
         return self._loader(stage)
 
     def val_dataloader(self) -> DataLoader | list[DataLoader]:

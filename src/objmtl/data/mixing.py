@@ -107,8 +107,11 @@ class MixedDataset(IterableDataset):
     def __init__(self, *, sources: Sequence[ShardDataset], maps: Sequence[dict[str, list[int]]],
                  mode: str = "concat", weights: Sequence[float] | None = None,
                  samples_per_epoch: int | None = None, repeat_threshold: float = 0.001,
-                 transform: Any = None, seed: int = 0, batch_size: int = 1) -> None:
+                 transform: Any = None, seed: int = 0, batch_size: int = 1,
+                 kinds: Sequence[Sequence[str] | None] | None = None) -> None:
         super().__init__()
+        # per source, the annotation kinds it lends to a multi-task run (None: all it has)
+        self.kinds = [list(k) if k is not None else None for k in kinds] if kinds else [None] * len(sources)
         if mode not in MIX_MODES:
             raise UserError(f"data.mix={mode!r}: use one of {', '.join(MIX_MODES)}")
         self.sources, self.maps, self.mode = list(sources), list(maps), mode
@@ -191,4 +194,6 @@ class MixedDataset(IterableDataset):
         for i, sample in self._draws():
             sample = _remap(sample, self.maps[i])
             sample["source"] = i
+            if self.kinds[i] is not None:
+                sample["kinds"] = self.kinds[i]
             yield self.transform(sample) if self.transform else sample

@@ -14,12 +14,13 @@ from torch.utils.data import default_collate
 
 from objmtl.data.det_samples import DetectionSamples
 from objmtl.data.image_tensor import image_tensor
+from objmtl.data.mtl_samples import MultiTaskSamples
 from objmtl.data.pose_samples import PoseSamples
 from objmtl.data.seg_samples import SegmentationSamples
 from objmtl.data.ssl_samples import SSLSamples
 from objmtl.errors import UserError
 
-__all__ = ["ClassificationSamples", "DetectionSamples", "SSLSamples", "TASK_SAMPLES", "samples_for_task"]
+__all__ = ["ClassificationSamples", "DetectionSamples", "MultiTaskSamples", "SSLSamples", "TASK_SAMPLES", "samples_for_task"]
 
 
 class ClassificationSamples:
@@ -50,7 +51,7 @@ class ClassificationSamples:
 
 
 TASK_SAMPLES: dict[str, type] = {"cls": ClassificationSamples, "det": DetectionSamples, "seg": SegmentationSamples,
-                                 "pose": PoseSamples, "ssl": SSLSamples}
+                                 "pose": PoseSamples, "ssl": SSLSamples, "mtl": MultiTaskSamples}
 
 
 def samples_for_task(task: str) -> type:

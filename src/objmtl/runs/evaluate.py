@@ -12,6 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
 
 from objmtl.config import register_resolvers
+from objmtl.data.schema import read_meta
 from objmtl.errors import UserError
 from objmtl.runs.checkpoint import config_from_checkpoint, load_checkpoint, state_dict_of
 from objmtl.runs.outputs import outputs_for
@@ -91,12 +92,18 @@ def evaluate(source: str | Path, *, split: str | None = None, data_root: str | P
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
     meta = datamodule.read_meta()
+    metas = ([read_meta(Path(s["root"]).expanduser()) for s in datamodule.sources] if datamodule.sources
+             else [meta])  # a merged label space lists no splits: count each source's
+
+    def count(stage: str) -> int:
+        return sum(m.count(datamodule.splits[stage]) for m in metas)
+
     if split is None:
-        split = "test" if meta.count(datamodule.splits["test"]) else "val"
-    if meta.count(datamodule.splits[split]) == 0:
+        split = "test" if count("test") else "val"
+    if count(split) == 0:
         other = "val" if split == "test" else "test"
         raise UserError(f"{datamodule.root}: split {split!r} has no samples"
-                        + (f" (try --split {other})" if meta.count(datamodule.splits[other]) else ""))
+                        + (f" (try --split {other})" if count(other) else ""))
     work = Path(metrics_out).parent if metrics_out else run_dir / f"eval_{split}"
     with open_dict(cfg):
         cfg.paths.output_dir = str(work)
@@ -119,7 +126,8 @@ def evaluate(source: str | Path, *, split: str | None = None, data_root: str | P
         print(f"fused {fused} conv + BatchNorm pairs")
     run = trainer.validate if split == "val" else trainer.test
     outcome = run(task, datamodule=datamodule, verbose=False)
-    metrics = {k: float(v) for k, v in (outcome[0] if outcome else {}).items()}
+    # one dict per evaluation loader (task=mtl has one per head); epoch-level metrics are in each
+    metrics = {k: float(v) for per_loader in outcome or [] for k, v in per_loader.items()}
     if not trainer.is_global_zero:
         return metrics
     report: dict[str, Any] = {"checkpoint": str(ckpt_path), "split": split, "data": str(datamodule.root),

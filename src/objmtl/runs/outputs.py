@@ -32,6 +32,7 @@ OUTPUTS: dict[str, str] = {
     "det": "objmtl.runs.det_outputs:DetectionOutputs",
     "seg": "objmtl.runs.seg_outputs:SegmentationOutputs",
     "pose": "objmtl.runs.pose_outputs:PoseOutputs",
+    "mtl": "objmtl.runs.mtl_outputs:MultiTaskOutputs",
 }
 """Task name -> ``module:class`` of its :class:`EvalOutputs`."""
 

@@ -77,6 +77,14 @@ class BaseTask(L.LightningModule):
         self.nonfinite_loss = nonfinite_loss
         self._nonfinite_skipped = 0
         self.eval_loss = nn.ModuleDict({"val": MeanMetric(), "test": MeanMetric()})
+        self._log_to: list[Callable[..., None]] = []  # set when this task is a head of a multi-task one
+
+    def log(self, name: str, value: Any, *args: Any, **kwargs: Any) -> None:
+        """Lightning's ``log``; a head of :class:`~objmtl.tasks.multitask.MultiTaskTask` logs through it."""
+        if self._log_to:
+            self._log_to[0](name, value, **kwargs)
+        else:
+            super().log(name, value, *args, **kwargs)
 
     # ---- optimisation ----
 

@@ -46,13 +46,17 @@ class ClassificationTask(BaseTask):
     def _loss(self, logits: Tensor, labels: Tensor) -> Tensor:
         return F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
 
-    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor | None:
+        return self.checked_loss(self.training_losses(batch))
+
+    def training_losses(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The batch's loss terms (``loss`` is their total), logged under ``train/``."""
         logits = self(batch["image"])
         loss = self._loss(logits, batch["label"])
         acc = (logits.argmax(1) == batch["label"]).float().mean()
         self.log_dict({"train/loss": loss, "train/acc": acc}, prog_bar=True,
                       batch_size=len(batch["label"]))
-        return self.checked_loss({"loss": loss})
+        return {"loss": loss}
 
     def _eval_step(self, batch: dict[str, Tensor], stage: str) -> dict[str, Tensor]:
         logits = self(batch["image"])

@@ -75,13 +75,17 @@ class DetectionTask(BaseTask):
             return self.model(images, image_sizes)
         return self.model(images)
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor | None:
+        return self.checked_loss(self.training_losses(batch))
+
+    def training_losses(self, batch: dict[str, Any]) -> dict[str, Tensor]:
+        """The batch's loss terms (``loss`` is their total), logged under ``train/``."""
         outputs = self(batch["images"], batch["image_sizes"])
         losses = self.model.loss(outputs, batch["targets"])
         self.log("train/loss", losses["loss"], prog_bar=True, batch_size=len(batch["targets"]))
         self.log_dict({f"train/{k}": v.detach() for k, v in losses.items() if k != "loss"},
                       batch_size=len(batch["targets"]))
-        return self.checked_loss(losses)
+        return losses
 
     def _original_size(self, batch: dict[str, Any], preds: list[dict[str, Tensor]]
                        ) -> tuple[list[dict[str, Tensor]], list[dict[str, Tensor]]]:

@@ -101,18 +101,24 @@ class PoseTask(BaseTask):
             for reason, count in batch["dropped"].items():
                 counts[reason] = counts.get(reason, 0) + int(count)
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor | None:
+        losses = self.training_losses(batch)
+        return losses["loss"] if len(batch["crops"]) == 0 else self.checked_loss(losses)
+
+    def training_losses(self, batch: dict[str, Any]) -> dict[str, Tensor]:
+        """The batch's loss terms (``loss`` is their total), logged under ``train/``; a batch without persons
+        gives a zero that still reaches every parameter."""
         crops = batch["crops"]
         self._log_dropped(batch, "train")
         if len(crops) == 0:  # no person in the batch: a zero that still reaches every parameter
             loss = sum((p.sum() for p in self.model.parameters() if p.requires_grad), crops.new_zeros(())) * 0.0
             self.log("train/loss", loss, prog_bar=True, batch_size=1)
-            return loss
+            return {"loss": loss}
         heatmaps = self(crops)
         self._checked(heatmaps, batch)
         losses = self.model.loss(heatmaps, batch["heatmaps"], batch["weights"])
         self.log("train/loss", losses["loss"], prog_bar=True, batch_size=len(crops))
-        return self.checked_loss(losses)
+        return losses
 
     def _predict(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
         """Keypoints (P, K, 3) x, y, confidence in original pixels, and the heatmaps of the plain crops."""

@@ -96,7 +96,11 @@ class SegmentationTask(BaseTask):
                         "counted in data/unknown_mask_pixels", where, value, self.num_classes, self.num_classes - 1)
         return (masks.masked_fill(unknown, IGNORE_INDEX) if n else masks), n
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor | None:
+        return self.checked_loss(self.training_losses(batch))
+
+    def training_losses(self, batch: dict[str, Any]) -> dict[str, Tensor]:
+        """The batch's loss terms (``loss`` is their total), logged under ``train/`` (and ``data/``)."""
         masks, unknown = self._clean(batch["masks"], batch.get("keys"))
         losses = self.criterion(self(batch["images"]), masks)
         n = len(batch["images"])
@@ -106,7 +110,7 @@ class SegmentationTask(BaseTask):
                  batch_size=n)
         self.log("data/unlabeled_images", float(batch.get("unlabeled", 0)), on_step=False, on_epoch=True,
                  reduce_fx="sum", batch_size=n)
-        return self.checked_loss(losses)
+        return losses
 
     def _original_size(self, logits: Tensor, batch: dict[str, Any]) -> list[Tensor]:
         """Per image: class ids (uint8 Tensor[h, w]) at the original size, from the valid region's logits."""

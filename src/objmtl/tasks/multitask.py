@@ -1,0 +1,185 @@
+"""Multi-task learning: one backbone, heads of several task types, each trained on the samples that carry
+its annotations."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torchmetrics import Metric
+
+from objmtl.errors import UserError
+from objmtl.models.multitask import MultiTaskModel
+from objmtl.tasks.base import BaseTask, OptimizerFactory, SchedulerFactory
+
+__all__ = ["MAIN_METRICS", "MultiTaskTask"]
+
+# each head's main metric (as its single-task config picks it); the run's main metric is their mean
+MAIN_METRICS = {"cls": "acc", "det": "map_50", "seg": "miou", "pose": "ap"}
+WEIGHTINGS = ("fixed", "uncertainty")
+
+
+def _scoped(name: str, head: str) -> str:
+    """``train/loss`` -> ``train/det/loss``: a head's logs under its name, after the stage."""
+    stage, _, rest = name.partition("/")
+    return f"{stage}/{head}/{rest}" if rest else f"{head}/{stage}"
+
+
+class MultiTaskTask(BaseTask):
+    """Trains a :class:`~objmtl.models.multitask.MultiTaskModel`: each head through its single-task
+    LightningModule (the same losses, metrics, plots and outputs as ``task=cls|det|seg|pose``), on the part
+    of each batch that carries its annotations (:class:`~objmtl.data.mtl_samples.MultiTaskSamples`).
+
+    The training loss is ``sum_h w_h * L_h`` (``weighting=fixed``, ``w_h`` from ``loss_weights``, default 1)
+    or, with ``weighting=uncertainty`` (Kendall, Gal and Cipolla, CVPR 2018), ``sum_h exp(-s_h) * w_h * L_h
+    + s_h`` with one learned log-variance ``s_h`` per head (logged as ``train/weight_<head>``). A head with
+    no sample in a batch adds zero times its parameters, so it gets a zero gradient and every parameter
+    takes part in the step (DDP needs that: ObjectiveMTL's FAQ 7).
+
+    Each head logs under its name (``train/det/loss``, ``val/seg/miou``, ...); ``val/score``, the mean of
+    the heads' main metrics (``MAIN_METRICS``), picks the best checkpoint. Evaluation reads one loader per
+    head (the datamodule's order is ``task.heads``).
+
+    Args:
+        model: the shared backbone and its heads.
+        heads: head -> a factory (Hydra ``_partial_``) of its single-task LightningModule, given the head's
+            model; entries for heads the model does not have are ignored.
+        loss_weights: head -> ``w_h`` (entries of heads the model does not have are ignored).
+        weighting: ``fixed`` or ``uncertainty``.
+        main_metrics: head -> the metric (after ``val/<head>/``) averaged into ``val/score``.
+    """
+
+    def __init__(self, *, model: MultiTaskModel, heads: dict[str, Callable[..., BaseTask]],
+                 loss_weights: dict[str, float] | None = None, weighting: str = "fixed",
+                 main_metrics: dict[str, str] | None = None, optimizer: OptimizerFactory | None = None,
+                 scheduler: SchedulerFactory | None = None, run_config: dict[str, Any] | None = None,
+                 nonfinite_loss: str = "stop") -> None:
+        super().__init__(model=model, optimizer=optimizer, scheduler=scheduler, run_config=run_config,
+                         nonfinite_loss=nonfinite_loss)
+        if weighting not in WEIGHTINGS:
+            raise UserError(f"task.module.weighting={weighting}: use one of {', '.join(WEIGHTINGS)}")
+        self.head_names: list[str] = list(model.head_names)
+        weights = dict(loss_weights or {})
+        unknown = sorted(set(weights) - set(MAIN_METRICS))
+        if unknown:
+            raise UserError(f"task.module.loss_weights: {unknown} are not head types ({', '.join(MAIN_METRICS)})")
+        self.loss_weights = {h: float(weights.get(h, 1.0)) for h in self.head_names}
+        self.main_metrics = {**MAIN_METRICS, **dict(main_metrics or {})}
+        self.weighting = weighting
+        tasks: dict[str, BaseTask] = {}
+        for name in self.head_names:
+            if name not in heads:
+                raise UserError(f"task.module.heads.{name}: missing (the LightningModule of that head)")
+            task = heads[name](model=model.heads[name])
+            del task._modules["model"]  # the head's weights live once, under model.heads
+            object.__setattr__(task, "model", model.heads[name])
+            task._log_to = [self._head_logger(name)]
+            tasks[name] = task
+        self.tasks = nn.ModuleDict(tasks)
+        self.log_vars = nn.Parameter(torch.zeros(len(self.head_names))) if weighting == "uncertainty" else None
+        self._main_values: dict[str, float] = {}
+
+    # ---- logging ----
+
+    def _head_logger(self, head: str) -> Callable[..., None]:
+        def log_for_head(name: str, value: Any, **kwargs: Any) -> None:
+            in_step = (self._current_fx_name or "").endswith("_step")
+            if isinstance(value, Metric) and in_step:
+                return  # a head's eval loss: updated in the step, logged for every head at the epoch's end
+            if in_step:  # ranks may hold different heads in a step: no collective there
+                kwargs["sync_dist"] = False
+            kwargs["add_dataloader_idx"] = False
+            scoped = _scoped(name, head)
+            stage = name.partition("/")[0]
+            if name == f"{stage}/{self.main_metrics.get(head)}":
+                self._main_values[scoped] = float(value)
+            self.log(scoped, value, **kwargs)
+
+        return log_for_head
+
+    def setup(self, stage: str) -> None:
+        for task in self.tasks.values():
+            task.trainer = self.trainer
+
+    def _param_groups(self) -> list[dict[str, Any]]:
+        groups = super()._param_groups()
+        if self.log_vars is not None:
+            groups.append({"params": [self.log_vars], "weight_decay": 0.0})
+        return groups
+
+    # ---- training ----
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor | None:
+        return self.checked_loss(self.training_losses(batch))
+
+    def training_losses(self, batch: dict[str, Any]) -> dict[str, Tensor]:
+        """``loss``: the weighted total over the heads (every parameter in its graph), and each present
+        head's own loss as ``loss_<head>``."""
+        total: Tensor | None = None
+        terms: dict[str, Tensor] = {}
+        for i, head in enumerate(self.head_names):
+            part = batch.get(head)
+            if part is None:  # no sample of this batch carries the head's annotations
+                zero = sum((p.sum() for p in self.model.head_parameters(head)), torch.zeros((), device=self.device))
+                if self.log_vars is not None:
+                    zero = zero + self.log_vars[i]
+                term = zero * 0.0
+            else:
+                loss = self.tasks[head].training_losses(part)["loss"]
+                terms[f"loss_{head}"] = loss.detach()
+                term = self.loss_weights[head] * loss
+                if self.log_vars is not None:
+                    term = torch.exp(-self.log_vars[i]) * term + self.log_vars[i]
+                    self.log(f"train/weight_{head}", torch.exp(-self.log_vars[i].detach()))
+            total = term if total is None else total + term
+        assert total is not None
+        self.log("train/loss", total, prog_bar=True, batch_size=int(batch["samples"]))
+        return {"loss": total, **terms}
+
+    # ---- evaluation ----
+
+    def _eval_step(self, batch: dict[str, Any], stage: str, dataloader_idx: int) -> Any:
+        head = self.head_names[dataloader_idx]
+        part = batch.get(head)
+        if part is None:
+            return None
+        return self.tasks[head].validation_step(part, 0) if stage == "val" else self.tasks[head].test_step(part, 0)
+
+    def _eval_start(self, stage: str) -> None:
+        self._main_values = {}
+        for task in self.tasks.values():
+            hook = getattr(task, f"on_{'validation' if stage == 'val' else 'test'}_epoch_start")
+            hook()
+
+    def _eval_end(self, stage: str) -> None:
+        for head, task in self.tasks.items():
+            self.log(f"{stage}/{head}/loss", task.eval_loss[stage])  # on every rank: it syncs
+            getattr(task, f"on_{'validation' if stage == 'val' else 'test'}_epoch_end")()
+        found = [self._main_values[f"{stage}/{h}/{self.main_metrics[h]}"] for h in self.head_names
+                 if f"{stage}/{h}/{self.main_metrics[h]}" in self._main_values]
+        if len(found) == len(self.head_names):
+            self.log(f"{stage}/score", sum(found) / len(found), prog_bar=True)
+
+    def on_validation_epoch_start(self) -> None:
+        self._eval_start("val")
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> Any:
+        return self._eval_step(batch, "val", dataloader_idx)
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_end("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._eval_start("test")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> Any:
+        return self._eval_step(batch, "test", dataloader_idx)
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_end("test")
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
+        """Each present head's predictions (its single-task ``predict_step``): ``{head: predictions}``."""
+        return {h: self.tasks[h].predict_step(batch[h], batch_idx) for h in self.head_names if h in batch}
