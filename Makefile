@@ -9,7 +9,7 @@ DEMO_DATA ?= data/synth
 DEMO_RUN  := runs/demo/$(shell date +%Y-%m-%d_%H-%M-%S)
 PYTEST_ARGS ?=
 
-.PHONY: demo test install lint clean pipeline-basic
+.PHONY: demo test install lint clean pipeline-basic pipeline-pretrain
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,14 @@ DATA ?=
 ARGS ?=
 pipeline-basic: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" scripts/pipeline_basic.sh -t $(TASK) $(if $(DATA),-d $(DATA)) $(ARGS)
+
+# MoBY pretraining -> wash -> fine-tune TASK -> test -> export -> verify (synthetic unless DATA=shards);
+# PRETRAIN_ARGS / FINETUNE_ARGS: overrides of one of the two runs, ARGS: of both
+PRETRAIN_ARGS ?=
+FINETUNE_ARGS ?=
+pipeline-pretrain: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" scripts/pipeline_pretrain.sh -t $(TASK) $(if $(DATA),-d $(DATA)) \
+	    -p "$(PRETRAIN_ARGS)" -f "$(FINETUNE_ARGS)" $(ARGS)
 
 test: install
 	$(BIN)/pytest --durations=20 $(PYTEST_ARGS)

@@ -9,18 +9,16 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from objmtl.config import CONFIG_DIR, register_resolvers
+from objmtl.config import compose_config, register_resolvers
 
 register_resolvers()
 
 
 def compose_train(*overrides: str, run_dir: Path) -> DictConfig:
     """``objmtl-train`` 's config with ``overrides``, writing into ``run_dir``."""
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        return compose("train", overrides=[*overrides, f"paths.output_dir={run_dir}"])
+    return compose_config(*overrides, run_dir=run_dir)
 
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:

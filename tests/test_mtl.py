@@ -121,6 +121,32 @@ def test_mtl_trains_on_sources_lending_different_kinds_and_tests_per_head(synth_
     metrics = json.loads((run / "eval_val" / "metrics.json").read_text())["metrics"]
     assert metrics["val/score"] == pytest.approx(val["val/score"], abs=1e-6)
 
+    # ONNX: images and person crops in, one output group per head, verified against PyTorch
+    onnx_path = tmp_path / "mtl.onnx"
+    exported = run_cli("objmtl-export", "onnx", str(run), "--out", str(onnx_path), "--dynamic", "--verify",
+                       "--image", str(synth_root), "--triton", str(tmp_path / "triton"), cwd=tmp_path)
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    assert "onnxruntime equals PyTorch" in exported.stdout
+    from objmtl.export.metadata import read_metadata
+
+    meta = read_metadata(onnx_path)
+    assert meta["heads"] == {"cls": ["OUTPUT__0"], "det": ["OUTPUT__1", "OUTPUT__2", "OUTPUT__3", "OUTPUT__4"],
+                             "seg": ["OUTPUT__5"], "pose": ["OUTPUT__6"]}
+    assert "max_batch_size: 0" in (tmp_path / "triton" / "mtl" / "config.pbtxt").read_text()  # crops: own count
+
+    # objmtl-predict: the checkpoint and the ONNX file give the same per-head results
+    rows = {}
+    for name, model in (("ckpt", str(run)), ("onnx", str(onnx_path))):
+        done = run_cli("objmtl-predict", model, str(synth_root), "--limit", "4", "--out", str(tmp_path / name),
+                       cwd=tmp_path)
+        assert done.returncode == 0, done.stderr[-3000:]
+        rows[name] = json.loads((tmp_path / name / "predictions.json").read_text())
+        assert len(list((tmp_path / name / "pictures" / "det").glob("*.png"))) == 4
+    for a, b in zip(rows["ckpt"], rows["onnx"], strict=True):
+        assert set(a) == {"image", *HEADS} and a["cls"]["label"] == b["cls"]["label"]
+        assert a["cls"]["score"] == pytest.approx(b["cls"]["score"], abs=1e-4)
+        assert a["seg"]["classes"].keys() == b["seg"]["classes"].keys()
+
 
 @pytest.mark.slow
 def test_mtl_trains_under_ddp_with_heads_missing_from_a_rank_batch(synth_root: Path, tmp_path: Path) -> None:

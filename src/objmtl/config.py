@@ -19,7 +19,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-__all__ = ["CONFIG_DIR", "register_resolvers"]
+__all__ = ["CONFIG_DIR", "compose_config", "register_resolvers"]
 
 CONFIG_DIR = Path(__file__).resolve().parent / "conf"
 
@@ -78,3 +78,17 @@ def register_resolvers() -> None:
 
 
 register_resolvers()
+
+
+
+def compose_config(*overrides: str, run_dir: str | Path | None = None) -> DictConfig:
+    """``objmtl-train``'s config with ``overrides`` (``key=value``, ``group=option``), composed without running
+    Hydra's app: for notebooks and scripts, which then call :func:`objmtl.runs.train.train` on it. The run
+    goes to ``run_dir`` (default ``$OBJMTL_RUNS/notebook/<time>``, ``$OBJMTL_RUNS`` defaulting to ``runs``)."""
+    from hydra import compose, initialize_config_dir
+
+    register_resolvers()
+    if run_dir is None:
+        run_dir = Path(os.environ.get("OBJMTL_RUNS", "runs")) / "notebook" / time.strftime("%Y-%m-%d_%H-%M-%S")
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        return compose("train", overrides=[*overrides, f"paths.output_dir={run_dir}"])

@@ -256,10 +256,8 @@ def plot_report(report: dict[str, Any], out: str | Path) -> list[Path]:
         The written files.
     """
     import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib import font_manager
+    from matplotlib.figure import Figure
 
     from objmtl.viz.fonts import default_font_path, font_path_for
     from objmtl.viz.plots import save_figure
@@ -276,9 +274,10 @@ def plot_report(report: dict[str, Any], out: str | Path) -> list[Path]:
     def save(fig: Any, name: str) -> None:
         written.append(save_figure(fig, out / name, dpi=90))
 
-    with plt.rc_context({"font.family": family}):
+    with matplotlib.rc_context({"font.family": family}):
         a, k = report["all"], len(report["classes"])
-        fig, ax = plt.subplots(figsize=(min(4 + 0.35 * k, 24), 4))
+        fig = Figure(figsize=(min(4 + 0.35 * k, 24), 4))
+        ax = fig.subplots()
         x = np.arange(k)
         for j, (key, name) in enumerate((("labels", "image labels"), ("instances", "instances"))):
             ax.bar(x + (j - 0.5) * 0.4, [a[key][c] for c in report["classes"]], width=0.4, label=name)
@@ -291,7 +290,8 @@ def plot_report(report: dict[str, Any], out: str | Path) -> list[Path]:
             bins = [(lo or hi / 4, hi, n) for lo, hi, n in _bins(a[key])]  # the first bin starts at 0
             used = [i for i, (_, _, n) in enumerate(bins) if n] or [0]
             bins = bins[max(used[0] - 1, 0):used[-1] + 2]  # the non-empty range and one empty bin each side
-            fig, ax = plt.subplots(figsize=(6, 3.5))
+            fig = Figure(figsize=(6, 3.5))
+            ax = fig.subplots()
             ax.bar([lo for lo, _, _ in bins], [n for _, _, n in bins], width=[hi - lo for lo, hi, _ in bins],
                    align="edge", edgecolor="black", linewidth=0.5)
             ax.set(xscale="log", title=f"{title} ({a['instances_total']} boxes)", xlabel=xlabel,
@@ -302,7 +302,8 @@ def plot_report(report: dict[str, Any], out: str | Path) -> list[Path]:
                         ax.axvline(edge, color="red", ls="--", lw=1)
                         ax.text(edge, ax.get_ylim()[1] * 0.95, f" {name}", color="red", fontsize=8, va="top")
             save(fig, f"{key}.png")
-        fig, ax = plt.subplots(figsize=(5, 5))
+        fig = Figure(figsize=(5, 5))
+        ax = fig.subplots()
         sizes = np.array(a["sizes"], dtype=np.float64).reshape(-1, 3)
         ax.scatter(sizes[:, 0], sizes[:, 1], s=10 + 90 * sizes[:, 2] / max(sizes[:, 2].max(initial=1), 1),
                    alpha=0.6)

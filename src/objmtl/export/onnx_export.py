@@ -30,6 +30,7 @@ from objmtl.export.graphs import (
     output_names,
 )
 from objmtl.export.metadata import write_metadata
+from objmtl.export.mtl_graph import MultiTaskGraph, head_outputs
 
 __all__ = ["DEFAULT_OPSET", "ExportedModel", "build_graph", "export_onnx", "load_for_export", "metadata_of"]
 
@@ -62,6 +63,9 @@ class ExportedModel:
         module = config["task"].get("module", {})
         names = module.get("class_names")
         self.class_names = [str(c) for c in names] if isinstance(names, list) else []
+        self.heads: list[str] = list(config["task"].get("heads") or [])  # task=mtl
+        pose = data.get("pose_size")
+        self.pose_size = [int(v) for v in pose] if pose else None
 
 
 def load_for_export(path: str | Path, *, trust: bool = False) -> ExportedModel:
@@ -91,6 +95,14 @@ def load_for_export(path: str | Path, *, trust: bool = False) -> ExportedModel:
                                                             "flip_test": part("task.module.flip_test"),
                                                             "inference": part("task.module.inference")}},
              "data": {k: part(f"data.{k}") for k in ("mean", "std", "image_size", "eval_transform")}}
+    if plain["task"]["name"] == "mtl":
+        heads = [str(h) for h in part("task.heads")]
+        plain["task"]["heads"] = heads
+        plain["task"]["module"]["head_class_names"] = {h: part(f"task.module.heads.{h}.class_names") for h in heads}
+        plain["task"]["module"]["keypoints"] = {k: part(f"task.module.heads.pose.{k}") for k in keypoints} \
+            if "pose" in heads else {}
+        plain["task"]["module"]["flip_test"] = part("task.module.heads.pose.flip_test") if "pose" in heads else None
+        plain["data"]["pose_size"] = part("data.pose_size")
     try:  # where the run's images are (for --verify / --show without --image); may not exist here
         from objmtl.data.datamodule import resolve_root
 
@@ -120,6 +132,13 @@ def build_graph(exported: ExportedModel, *, bake_norm: bool = False, nms: str = 
         return DetectorGraph(model=exported.model, normalize=normalize, nms=nms).eval()
     if exported.task == "seg":
         return SegmenterGraph(model=exported.model, normalize=normalize).eval()
+    if exported.task == "mtl":
+        module = exported.config["task"]["module"]
+        if bake_norm and "pose" in exported.heads:
+            raise UserError("--bake-norm: not offered for a model with a pose head (its crops are normalised by the "
+                            "crop transform)")
+        pairs = (module["keypoints"].get("flip_pairs") or []) if module.get("flip_test") is not False else None
+        return MultiTaskGraph(model=exported.model, normalize=normalize, nms=nms, flip_pairs=pairs).eval()
     if exported.task == "pose":
         if bake_norm:
             raise UserError("--bake-norm: not offered for pose (its crops are normalised by the crop transform)")
@@ -146,6 +165,22 @@ def metadata_of(exported: ExportedModel, *, shape: Sequence[int], bake_norm: boo
         m = exported.model
         meta.update(nms=nms, score_thresh=float(m.score_thresh), nms_thresh=float(m.nms_thresh),
                     max_detections=int(m.max_detections), outputs=_OUTPUTS[f"det:{nms}"])
+    elif exported.task == "mtl":
+        module = exported.config["task"]["module"]
+        det = exported.model.heads["det"] if "det" in exported.heads else None
+        groups = head_outputs(exported.heads, nms=nms)
+        meta.update(heads=groups, head_class_names=module.get("head_class_names", {}),
+                    inputs={"INPUT__0": "images [B, 3, H, W] (cls, det, seg)",
+                            **({"INPUT__1": f"person crops [P, 3, {exported.pose_size[0]}, {exported.pose_size[1]}] "
+                                            "(pose)"} if "pose" in exported.heads and exported.pose_size else {})},
+                    outputs=[f"{h}: {d}" for h in exported.heads
+                             for d in _OUTPUTS[f"det:{nms}" if h == "det" else h]], pose_size=exported.pose_size)
+        if det is not None:
+            meta.update(nms=nms, score_thresh=float(det.score_thresh), nms_thresh=float(det.nms_thresh),
+                        max_detections=int(det.max_detections))
+        if "pose" in exported.heads:
+            meta["keypoints"] = module.get("keypoints", {})
+            meta["flip_test"] = module.get("flip_test") is not False
     else:
         meta["outputs"] = _OUTPUTS.get(exported.task, [])
     if exported.task == "pose":
@@ -187,24 +222,32 @@ def export_onnx(exported: ExportedModel, *, out: str | Path, shape: Sequence[int
                         f"gives ({exported.image_size[0]} {exported.image_size[1]}); add --dynamic for other sizes")
     graph = build_graph(exported, bake_norm=bake_norm, nms=nms)
     names = output_names(graph)
+    inputs = ["INPUT__0"]
     axes: dict[str, dict[int, str]] = {"INPUT__0": {0: "batch"}}
     if dynamic:
         axes["INPUT__0"].update({2: "height", 3: "width"})
-    for name in names:
-        axes[name] = {0: "batch"}
-        if dynamic and exported.task == "det" and nms == "none":
-            axes[name][1] = "anchors"
+    groups = head_outputs(exported.heads, nms=nms) if exported.task == "mtl" else {exported.task: names}
+    for head, group in groups.items():
+        for name in group:
+            axes[name] = {0: "persons" if head == "pose" and exported.task == "mtl" else "batch"}
+            if dynamic and head == "det" and nms == "none":
+                axes[name][1] = "anchors"
     # two images: GroupNorm refuses a single value per group (1 image, 1 x 1 top level) while tracing
     example = torch.rand(2, 3, *shape) * (255.0 if bake_norm else 1.0)
     example = example.to(torch.uint8) if uint8 else example
+    examples: tuple[torch.Tensor, ...] = (example,)
+    if getattr(graph, "num_inputs", 1) == 2:  # task=mtl with a pose head: person crops
+        inputs.append("INPUT__1")
+        axes["INPUT__1"] = {0: "persons", **({2: "crop_height", 3: "crop_width"} if dynamic else {})}
+        examples = (example, torch.randn(2, 3, *(exported.pose_size or (256, 192))))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about Python values that are constant by design
         logging.getLogger("torch.onnx").setLevel(logging.ERROR)
         with torch.no_grad():
-            torch.onnx.export(graph, (example,), str(out), dynamo=False, opset_version=opset,
-                              input_names=["INPUT__0"], output_names=names, dynamic_axes=axes,
+            torch.onnx.export(graph, examples, str(out), dynamo=False, opset_version=opset,
+                              input_names=inputs, output_names=names, dynamic_axes=axes,
                               do_constant_folding=True)
     model = onnx.load(str(out))
     write_metadata(model, metadata_of(exported, shape=shape, bake_norm=bake_norm, uint8=uint8, nms=nms,

@@ -7,7 +7,8 @@ Both backends run the same graph (:mod:`objmtl.export.graphs`), fed by the same
 indices), for pose the keypoints of the whole image taken as one person, for classification also
 ``OUT/predictions.txt``
 (``name  class  score`` per line, ObjectiveMTL's ``cls_infer_to_txt``), and a picture per image
-in ``OUT/pictures/``.
+in ``OUT/pictures/``. A multi-task model gives each image's entry one key per head and draws into
+``OUT/pictures/HEAD/`` (:mod:`objmtl.export.mtl_predict`).
 """
 
 from __future__ import annotations
@@ -66,9 +67,16 @@ def predict(model: str | Path, source: str | Path, *, out: str | Path, batch_siz
     from PIL import Image
 
     run, meta = load_backend(model, trust=trust)
-    prep = Preprocessor(eval_transform=meta["eval_transform"], task=meta["task"],
-                        baked=bool(meta.get("normalization_baked")), uint8=meta.get("input_dtype") == "uint8",
-                        mean=meta["mean"], fixed_size=None if meta.get("dynamic_size", True) else meta["input_size"])
+    multi = meta["task"] == "mtl"
+    if multi:
+        from objmtl.export.mtl_predict import HeadRunner, head_meta
+
+        heads = HeadRunner(run=run, meta=meta)
+    else:
+        prep = Preprocessor(eval_transform=meta["eval_transform"], task=meta["task"],
+                            baked=bool(meta.get("normalization_baked")), uint8=meta.get("input_dtype") == "uint8",
+                            mean=meta["mean"],
+                            fixed_size=None if meta.get("dynamic_size", True) else meta["input_size"])
     out = Path(out)
     pictures = out / "pictures"
     if draw:
@@ -78,23 +86,30 @@ def predict(model: str | Path, source: str | Path, *, out: str | Path, batch_siz
     with tqdm(desc="predict", unit="img") as bar:
         for chunk in _batches(iter(images), batch_size):
             names: Sequence[str] = [n for n, _ in chunk]
-            prepared = prep([im for _, im in chunk])
-            results = to_results(run(prepared.batch), meta=meta, prepared=prepared, top_k=top_k, score_thr=score_thr)
+            if multi:  # per image {head: result}: each drawn under pictures/HEAD/
+                results = heads([im for _, im in chunk], top_k=top_k, score_thr=score_thr)
+            else:
+                prepared = prep([im for _, im in chunk])
+                results = to_results(run(prepared.batch), meta=meta, prepared=prepared, top_k=top_k,
+                                     score_thr=score_thr)
             for name, (_, image), result in zip(names, chunk, results, strict=True):
-                if draw:
-                    target = pictures / f"{name}.png"
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    Image.fromarray(draw_result(image, result, meta)).save(target)
-                if "mask" in result:  # seg: a class-index PNG per image (values index the class names)
-                    target = out / "masks" / f"{name}.png"
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    Image.fromarray(result.pop("mask")).save(target)
+                parts = [(h, r, head_meta(meta, h)) for h, r in result.items()] if multi else [("", result, meta)]
+                for head, part, part_meta in parts:
+                    if draw:
+                        target = pictures / head / f"{name}.png"
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        Image.fromarray(draw_result(image, part, part_meta)).save(target)
+                    if "mask" in part:  # seg: a class-index PNG per image (values index the class names)
+                        target = out / "masks" / f"{name}.png"
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        Image.fromarray(part.pop("mask")).save(target)
                 rows.append({"image": name, **result})
             bar.update(len(chunk))
     out.mkdir(parents=True, exist_ok=True)
     (out / "predictions.json").write_text(json.dumps(rows, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
-    if meta["task"] == "cls":
-        lines = [f"{r['image']}\t{r['class']}\t{r['score']:.6f}" for r in rows]
+    if meta["task"] == "cls" or "cls" in meta.get("heads", {}):
+        cls = [(r["image"], r.get("cls", r)) for r in rows]
+        lines = [f"{name}\t{c['class']}\t{c['score']:.6f}" for name, c in cls]
         (out / "predictions.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
     for skipped in images.skipped:
         print(f"skipped: {skipped}: not a readable image")

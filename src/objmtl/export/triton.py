@@ -33,8 +33,11 @@ def triton_config(onnx_path: str | Path, *, name: str, max_batch_size: int = 8) 
     graph = onnx.load(str(onnx_path), load_external_data=False).graph
     init = {i.name for i in graph.initializer}
     inputs = [i for i in graph.input if i.name not in init]
-    first = inputs[0].type.tensor_type.shape.dim[0]
-    batched = max_batch_size > 0 and not first.HasField("dim_value")
+    firsts = [i.type.tensor_type.shape.dim[0] for i in inputs]
+    # Triton batches along the first axis of every input: only when they all share one dynamic batch axis
+    # (a multi-task graph's person crops have their own count)
+    batched = (max_batch_size > 0 and not any(d.HasField("dim_value") for d in firsts)
+               and len({d.dim_param for d in firsts}) == 1)
     lines = [f'name: "{name}"', 'platform: "onnxruntime_onnx"', f"max_batch_size: {max_batch_size if batched else 0}"]
     for kind, values in (("input", inputs), ("output", list(graph.output))):
         entries = []

@@ -21,7 +21,8 @@ __all__ = ["OrtRunner", "Parity", "compare", "verify"]
 
 
 class OrtRunner:
-    """An onnxruntime session on CPU with the graph's one input."""
+    """An onnxruntime session on CPU; called with the graph's inputs in order (one array, or a tuple for a
+    multi-task graph with person crops)."""
 
     def __init__(self, path: str | Path, *, threads: int | None = None) -> None:
         import onnxruntime as ort
@@ -30,16 +31,19 @@ class OrtRunner:
         if threads:
             options.intra_op_num_threads = threads
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self.input = self.session.get_inputs()[0].name
+        self.inputs = [i.name for i in self.session.get_inputs()]
+        self.input = self.inputs[0]
 
-    def __call__(self, batch: np.ndarray) -> list[np.ndarray]:
-        return list(self.session.run(None, {self.input: batch}))
+    def __call__(self, batch: np.ndarray | tuple[np.ndarray, ...]) -> list[np.ndarray]:
+        arrays = batch if isinstance(batch, tuple) else (batch,)
+        return list(self.session.run(None, dict(zip(self.inputs, arrays, strict=True))))
 
 
-def torch_outputs(graph: nn.Module, batch: np.ndarray) -> list[np.ndarray]:
-    """The graph run eagerly on ``batch``, as numpy arrays."""
+def torch_outputs(graph: nn.Module, batch: np.ndarray | tuple[np.ndarray, ...]) -> list[np.ndarray]:
+    """The graph run eagerly on ``batch`` (a tuple: several inputs), as numpy arrays."""
+    arrays = batch if isinstance(batch, tuple) else (batch,)
     with torch.no_grad():
-        out = graph(torch.from_numpy(batch))
+        out = graph(*(torch.from_numpy(a) for a in arrays))
     return [o.numpy() for o in (out if isinstance(out, tuple | list) else (out,))]
 
 
@@ -55,8 +59,21 @@ class Parity:
 
 
 def compare(ours: Sequence[np.ndarray], theirs: Sequence[np.ndarray], *, names: Sequence[str],
-            detections: bool = False) -> Parity:
-    """Compares PyTorch (``ours``) and onnxruntime (``theirs``) outputs of one batch."""
+            detections: bool | Sequence[Sequence[str]] = False) -> Parity:
+    """Compares PyTorch (``ours``) and onnxruntime (``theirs``) outputs of one batch. ``detections``: the
+    outputs are one in-graph-NMS group (boxes, scores, labels, count); or a list of such groups' names among
+    other outputs (a multi-task graph)."""
+    if detections and not isinstance(detections, bool):
+        parity, at = Parity(), {n: i for i, n in enumerate(names)}
+        grouped = [n for group in detections for n in group]
+        plain = [n for n in names if n not in grouped]
+        for sub_names, is_group in [(list(g), True) for g in detections] + [(plain, False)]:
+            part = compare([ours[at[n]] for n in sub_names], [theirs[at[n]] for n in sub_names], names=sub_names,
+                           detections=is_group)
+            parity.diffs.update(part.diffs)
+            parity.problems.extend(part.problems)
+        parity.diffs = {n: parity.diffs[n] for n in names if n in parity.diffs}
+        return parity
     parity = Parity()
     if detections:  # boxes, scores, labels, counts: compare the filled slots
         counts_a, counts_b = ours[3], theirs[3]
@@ -88,12 +105,14 @@ def compare(ours: Sequence[np.ndarray], theirs: Sequence[np.ndarray], *, names: 
     return parity
 
 
-def verify(*, graph: nn.Module, onnx_path: str | Path, batches: Sequence[np.ndarray], names: Sequence[str],
-           detections: bool = False) -> list[tuple[tuple[int, ...], Parity]]:
-    """Runs both sides on each batch; returns (batch shape, :class:`Parity`) per batch."""
+def verify(*, graph: nn.Module, onnx_path: str | Path, batches: Sequence[np.ndarray | tuple[np.ndarray, ...]],
+           names: Sequence[str], detections: bool | Sequence[Sequence[str]] = False
+           ) -> list[tuple[tuple[int, ...], Parity]]:
+    """Runs both sides on each batch; returns (the first input's shape, :class:`Parity`) per batch."""
     runner = OrtRunner(onnx_path)
     report: list[tuple[tuple[int, ...], Any]] = []
     for batch in batches:
-        report.append((tuple(batch.shape), compare(torch_outputs(graph, batch), runner(batch), names=names,
+        first = batch[0] if isinstance(batch, tuple) else batch
+        report.append((tuple(first.shape), compare(torch_outputs(graph, batch), runner(batch), names=names,
                                                    detections=detections)))
     return report

@@ -264,7 +264,7 @@ class DetectionMetrics(MeanAveragePrecision):
         The mean averages each class's monotone precision envelope on 101 recall points (zero beyond
         the class's final recall) over the classes with gts.
         """
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure
 
         from objmtl.viz.plots import save_figure  # also selects the Agg backend
 
@@ -273,7 +273,8 @@ class DetectionMetrics(MeanAveragePrecision):
                           key=lambda c: (-self._curves[c].num_gts, c))
         grid = np.linspace(0, 1, 101)
         envelopes = [_envelope(self._curves[c], grid) for c in with_gts]
-        fig, ax = plt.subplots(figsize=(7, 5.5))
+        fig = Figure(figsize=(7, 5.5))
+        ax = fig.subplots()
         for c in with_gts[:top]:
             cv = self._curves[c]
             name = class_names[c] if c < len(class_names) else str(c)

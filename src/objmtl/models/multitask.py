@@ -9,7 +9,8 @@ The trunk's parameters live once, under ``backbone.``; a head's state dict holds
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from torch import Tensor, nn
@@ -33,6 +34,7 @@ class SharedLevels(nn.Module):
         super().__init__()
         self.out_indices = tuple(int(i) for i in out_indices)
         self._trunk: list[Backbone] = []  # a list keeps the trunk out of this module's children
+        self._memo: tuple[Tensor, list[Tensor]] | None = None  # (input, trunk features), see shared_pass
 
     def bind(self, trunk: Backbone) -> SharedLevels:
         missing = [i for i in self.out_indices if f"c{i + 2}" not in trunk._keys]
@@ -65,7 +67,7 @@ class SharedLevels(nn.Module):
         return [self.trunk.strides[p] for p in self._positions()]
 
     def forward(self, x: Tensor) -> list[Tensor]:
-        feats = self.trunk(x)
+        feats = self._memo[1] if self._memo is not None and self._memo[0] is x else self.trunk(x)
         return [feats[p] for p in self._positions()]
 
 
@@ -118,6 +120,21 @@ class MultiTaskModel(nn.Module):
         """The trainable parameters of one head, without the shared trunk."""
         return [p for p in self.heads[name].parameters() if p.requires_grad]
 
+    @contextmanager
+    def shared_pass(self, images: Tensor) -> Iterator[None]:
+        """Inside, heads called on ``images`` (the same tensor object) reuse one trunk pass over them."""
+        feats = self.backbone(images)
+        views = [m for m in self.heads.modules() if isinstance(m, SharedLevels)]
+        for view in views:
+            view._memo = (images, feats)
+        try:
+            yield
+        finally:
+            for view in views:
+                view._memo = None
+
     def forward(self, images: Tensor) -> dict[str, Any]:
-        """Every head on the same images (what export and whole-image inference use): ``{name: output}``."""
-        return {name: head(images) for name, head in self.heads.items()}
+        """The whole-image heads (all but ``pose``, which takes person crops) on ``images``, one trunk pass:
+        ``{name: output}``."""
+        with self.shared_pass(images):
+            return {name: head(images) for name, head in self.heads.items() if name != "pose"}

@@ -8,22 +8,18 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # pyplot-free figures: no backend switch, nothing shown in notebooks
 
 __all__ = ["plot_confusion_matrix", "plot_curves", "read_metrics_csv", "save_figure"]
 
 
-def save_figure(fig: plt.Figure, out: str | Path, *, dpi: int = 100) -> Path:
-    """Lays out, writes (creating the folder) and closes a figure; returns its path."""
+def save_figure(fig: Figure, out: str | Path, *, dpi: int = 100) -> Path:
+    """Lays out and writes a figure (creating the folder); returns its path."""
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=dpi)
-    plt.close(fig)
     return out
 
 
@@ -35,7 +31,8 @@ def plot_confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], out: s
     rows = matrix.sum(1, keepdims=True)
     frac = np.divide(matrix, rows, out=np.zeros_like(matrix), where=rows > 0) if normalize else matrix
     size = min(2 + 0.45 * k, 24)
-    fig, ax = plt.subplots(figsize=(size + 1.5, size))
+    fig = Figure(figsize=(size + 1.5, size))
+    ax = fig.subplots()
     im = ax.imshow(frac, cmap="Blues", vmin=0, vmax=1 if normalize else None)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of true class" if normalize else "count")
     ax.set(xticks=range(k), yticks=range(k), xlabel="predicted", ylabel="true",
@@ -82,7 +79,8 @@ def plot_curves(metrics_csv: str | Path, out: str | Path) -> Path | None:
     names = sorted(series, key=lambda k: (not k.startswith("train/"), k))
     cols = min(3, len(names))
     rows = math.ceil(len(names) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.2 * rows), squeeze=False)
+    fig = Figure(figsize=(4.5 * cols, 3.2 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax, name in zip(axes.flat, names, strict=False):
         xs, ys = zip(*series[name], strict=True)
         by_epoch = _by_epoch(name)
