@@ -15,6 +15,14 @@ from objmtl.config import compose_config, register_resolvers
 
 register_resolvers()
 
+# each task type's default model, made small for a few CPU steps on the synthetic fixtures
+SMALL_TASKS = {
+    "cls": ("task=cls", "data.image_size=48"),
+    "det": ("task=det", "data.image_size=64", "data.batch_size=4"),
+    "seg": ("task=seg", "model=fpn_seg", "data.image_size=64", "data.batch_size=4"),
+    "pose": ("task=pose", "data.image_size=[96,64]", "data.batch_size=8", "model.deconv_channels=[32,32,32]"),
+}
+
 
 def compose_train(*overrides: str, run_dir: Path) -> DictConfig:
     """``objmtl-train`` 's config with ``overrides``, writing into ``run_dir``."""

@@ -8,18 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import compose_train
+from tests.helpers import SMALL_TASKS, compose_train
 
 torch.set_num_threads(2)
 
 pytestmark = pytest.mark.slow
-
-TASKS = {
-    "cls": ("task=cls", "data.image_size=32"),
-    "det": ("task=det", "data.image_size=64", "data.batch_size=4"),
-    "seg": ("task=seg", "data.image_size=64", "data.batch_size=4"),
-    "pose": ("task=pose", "data.image_size=[96,64]", "data.batch_size=8", "model.deconv_channels=[32,32,32]"),
-}
 
 
 class _AutocastSeen:
@@ -32,7 +25,7 @@ class _AutocastSeen:
         self.dtypes.add(output.dtype)
 
 
-@pytest.mark.parametrize("task", list(TASKS))
+@pytest.mark.parametrize("task", list(SMALL_TASKS))
 def test_bf16_mixed_trains_and_validates(task: str, synth_root: Path, tmp_path: Path, monkeypatch) -> None:
     from objmtl.runs import train as train_module
 
@@ -46,7 +39,7 @@ def test_bf16_mixed_trains_and_validates(task: str, synth_root: Path, tmp_path: 
         return module
 
     monkeypatch.setattr(train_module, "build_task", build_and_hook)
-    summary = train_module.train(compose_train(*TASKS[task], "debug=fast", f"data.root={synth_root}",
+    summary = train_module.train(compose_train(*SMALL_TASKS[task], "debug=fast", f"data.root={synth_root}",
                                                "trainer.precision=bf16-mixed", "logger=csv",
                                                "test_after_fit=false", run_dir=tmp_path))
     assert torch.bfloat16 in seen.dtypes

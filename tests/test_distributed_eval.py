@@ -15,18 +15,11 @@ import pytest
 import torch
 
 from objmtl.runs.evaluate import evaluate
-from tests.helpers import compose_train, run_cli
+from tests.helpers import SMALL_TASKS, compose_train, run_cli
 
 torch.set_num_threads(2)
 
 pytestmark = pytest.mark.slow
-
-TASKS = {
-    "cls": ("task=cls", "data.image_size=48"),
-    "det": ("task=det", "data.image_size=64", "data.batch_size=4"),
-    "seg": ("task=seg", "model=fpn_seg", "data.batch_size=4"),
-    "pose": ("task=pose", "data.image_size=[96,64]", "data.batch_size=8", "model.deconv_channels=[32,32,32]"),
-}
 
 
 @pytest.fixture(scope="module")
@@ -60,12 +53,12 @@ def _ddp_eval(run: Path, tmp_path: Path, *extra: str) -> None:
     assert result.stdout.count("metrics: ") == 1  # rank 0 alone reports
 
 
-@pytest.mark.parametrize("task", list(TASKS))
+@pytest.mark.parametrize("task", list(SMALL_TASKS))
 def test_two_processes_give_the_metrics_and_predictions_of_one(task: str, odd_synth: Path, tmp_path: Path) -> None:
     from objmtl.runs.train import train
 
     run = tmp_path / "run"
-    train(compose_train(*TASKS[task], "debug=fast", f"data.root={odd_synth}", "logger=csv", "test_after_fit=false",
+    train(compose_train(*SMALL_TASKS[task], "debug=fast", f"data.root={odd_synth}", "logger=csv", "test_after_fit=false",
                         run_dir=run))
     evaluate(run, out=tmp_path / "p1", metrics_out=tmp_path / "m1" / "metrics.json", split="test",
              overrides=["data.num_workers=0"])

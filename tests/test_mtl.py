@@ -99,6 +99,7 @@ def test_mtl_trains_on_sources_lending_different_kinds_and_tests_per_head(synth_
     run = tmp_path / "run"
     sources = f"data.sources=[{{root: {synth_root}, tasks: [cls, seg]}}, {{root: {synth_root}, tasks: [det, pose]}}]"
     result = run_cli("objmtl-train", "task=mtl", sources, *SMALL, "debug=fast", "trainer.limit_train_batches=4",
+                     "task.module.weighting=uncertainty", "trainer.limit_val_batches=null",
                      "data.batch_size=8", "logger=csv", f"hydra.run.dir={run}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     val = json.loads((run / "metrics.json").read_text())["val"]
@@ -145,7 +146,12 @@ def test_mtl_trains_on_sources_lending_different_kinds_and_tests_per_head(synth_
     for a, b in zip(rows["ckpt"], rows["onnx"], strict=True):
         assert set(a) == {"image", *HEADS} and a["cls"]["label"] == b["cls"]["label"]
         assert a["cls"]["score"] == pytest.approx(b["cls"]["score"], abs=1e-4)
-        assert a["seg"]["classes"].keys() == b["seg"]["classes"].keys()
+        assert a["seg"]["classes"] == pytest.approx(b["seg"]["classes"], abs=1e-3)
+        assert len(a["det"]["detections"]) == len(b["det"]["detections"])
+        for da, db in zip(a["det"]["detections"], b["det"]["detections"], strict=True):
+            assert da["label"] == db["label"] and da["box"] == pytest.approx(db["box"], abs=1e-2)
+        flat = [[v for kp in r["pose"]["keypoints"] for v in kp] for r in (a, b)]
+        assert flat[0] == pytest.approx(flat[1], abs=1e-2)
 
 
 @pytest.mark.slow
@@ -165,3 +171,36 @@ def test_mtl_trains_under_ddp_with_heads_missing_from_a_rank_batch(synth_root: P
     log = next(run.rglob("metrics.csv")).read_text().splitlines()
     header = log[0].split(",")
     assert {"train/cls/loss", "train/det/loss", "train/seg/loss", "train/weight_cls"} <= set(header)
+
+    # DDP evaluation: every rank gathers every head's outputs (the ranks' shares hold different heads); the
+    # synthetic images are all one size, so batches pad nothing and one process's metrics are the reference
+    metrics = {}
+    for devices in ("1", "2"):
+        out = tmp_path / f"eval{devices}.json"
+        tested = run_cli("objmtl-test", str(run), "--split", "val", "--devices", devices, "--accelerator", "cpu",
+                         "--metrics-out", str(out), "--out", str(tmp_path / f"out{devices}"),
+                         cwd=tmp_path, timeout=900)
+        assert tested.returncode == 0, tested.stderr[-3000:]
+        metrics[devices] = json.loads(out.read_text())["metrics"]
+    assert metrics["1"].keys() == metrics["2"].keys()
+    for key in ("val/cls/acc", "val/seg/miou", "val/det/map_50", "val/score"):
+        assert metrics["2"][key] == pytest.approx(metrics["1"][key], abs=1e-5), key
+    # the cls head sees the val split of the one source that lends cls, gathered from both ranks
+    assert len(json.loads((tmp_path / "out2" / "cls.json").read_text())) == 24
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (("task.heads=[cls,cls]",), "each once"),
+    (("task.heads=[cls,depth]",), "pick one or more of"),
+    (("trainer.sync_batchnorm=true",), "sync_batchnorm"),
+    (("data.sources=[{root: SYNTH, tasks: det}]",), "a list of the annotation kinds"),
+    (("data.sources=[{root: SYNTH, tasks: [cls, dets]}]",), "a list of the annotation kinds"),
+    (("task.heads=[cls,seg]", "data.sources=[{root: SYNTH, tasks: [cls]}]"), "no source lends seg"),
+])
+def test_bad_multitask_settings_are_refused_in_one_line(overrides: tuple[str, ...], message: str, synth_root: Path,
+                                                         tmp_path: Path) -> None:
+    overrides = tuple(o.replace("SYNTH", str(synth_root)) for o in overrides)
+    result = run_cli("objmtl-train", "task=mtl", f"data.root={synth_root}", *SMALL, "debug=fast", *overrides,
+                     f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert result.returncode != 0 and message in result.stderr, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 from objmtl.data.det_samples import AspectGroupedDataset
 from objmtl.data.mixing import MixedDataset, merge_metas
 from objmtl.data.resumable_loader import ResumableLoader
-from objmtl.data.schema import Meta, read_meta
+from objmtl.data.schema import TASKS, Meta, read_meta
 from objmtl.data.shard_reader import ShardDataset
 from objmtl.data.task_samples import samples_for_task
 from objmtl.errors import UserError
@@ -100,6 +100,11 @@ class ShardDataModule(L.LightningDataModule):
         self.sources = [dict(s) for s in sources] if sources else None
         if self.sources and any("root" not in s for s in self.sources):
             raise UserError("data.sources: every entry needs a root (and, for mix=weighted, a weight)")
+        for i, source in enumerate(self.sources or []):
+            kinds = source.get("tasks")
+            if kinds is not None and (isinstance(kinds, str) or not all(k in TASKS for k in kinds)):
+                raise UserError(f"data.sources[{i}].tasks={kinds}: a list of the annotation kinds this source lends, "
+                                f"among {', '.join(TASKS)}")
         self.mix, self.repeat_threshold = mix, repeat_threshold
         self.root = Path(self.sources[0]["root"]) if self.sources else resolve_root(root, synth)
         self.synth = dict(synth) if synth and not root else None
@@ -107,8 +112,9 @@ class ShardDataModule(L.LightningDataModule):
         self.adapter = samples_for_task(task)
         self.heads = list(heads) if heads is not None else None
         self.pose_size = list(pose_size) if pose_size is not None else None
-        if task == "mtl" and not self.heads:
-            raise UserError("task=mtl: data.heads is empty (it follows task.heads: cls, det, seg, pose)")
+        if task == "mtl" and (not self.heads or len(set(self.heads)) != len(self.heads)
+                              or any(h not in TASKS for h in self.heads)):
+            raise UserError(f"task.heads={self.heads}: pick one or more of {', '.join(TASKS)}, each once")
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
@@ -135,7 +141,20 @@ class ShardDataModule(L.LightningDataModule):
                 what = f"head {kind} of task=mtl" if self.task == "mtl" else f"task={self.task}"
                 raise UserError(f"{self.root}: {what} needs annotations these shards do not carry "
                                 f"(they carry: {', '.join(meta.tasks) or 'nothing'})")
+        if self.task == "mtl" and self.sources:
+            lent = {k for s in self.sources for k in read_meta(Path(s["root"]).expanduser()).tasks
+                    if s.get("tasks") is None or k in s["tasks"]}
+            for kind in needed or []:
+                if kind not in lent:
+                    raise UserError(f"data.sources: no source lends {kind} annotations to the {kind} head "
+                                    "(add it to a source's tasks, or drop the head from task.heads)")
         return meta
+
+    def count(self, stage: str) -> int:
+        """Samples in the split of ``stage`` (``train``, ``val``, ``test``), over all sources (a merged label
+        space lists no splits)."""
+        roots = [Path(s["root"]).expanduser() for s in self.sources] if self.sources else [self.root]
+        return sum(read_meta(r).count(self.splits[stage]) for r in roots)
 
     def label_space(self) -> dict[str, Any] | None:
         """With several sources: the merged classes and each source's id map (recorded with the run)."""

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from objmtl.data.image_tensor import image_tensor
+from objmtl.data.seeding import ReseedsTransform
 from objmtl.errors import UserError
 
 __all__ = ["LABEL_FIELDS", "AspectGroupedDataset", "DetectionSamples", "PadCollate", "group_by_aspect"]
@@ -99,7 +100,7 @@ class _Collate:
         return PadCollate(pad_divisor=(owner if obj is None else obj).pad_divisor)
 
 
-class DetectionSamples:
+class DetectionSamples(ReseedsTransform):
     """Boxes, classes, crowd flags and areas of a sample, augmented together with its image.
 
     ``DetectionSamples.collate`` (on the class, as the datamodule uses it) pads to multiples of
@@ -121,10 +122,6 @@ class DetectionSamples:
         _check_pipeline(transform)
         self.transform = transform
         self.pad_divisor = pad_divisor
-
-    def reseed(self, seed: int) -> None:
-        if hasattr(self.transform, "set_random_seed"):
-            self.transform.set_random_seed(seed)
 
     @staticmethod
     def _instances(sample: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:

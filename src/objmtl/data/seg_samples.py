@@ -25,6 +25,7 @@ from PIL import Image, ImageDraw
 
 from objmtl.data.image_tensor import image_tensor
 from objmtl.data.schema import IGNORE_INDEX
+from objmtl.data.seeding import ReseedsTransform
 from objmtl.errors import UserError
 
 __all__ = ["SegmentationSamples", "pad_collate", "render_polygons"]
@@ -73,7 +74,7 @@ def render_polygons(ann: dict[str, Any], *, height: int, width: int) -> np.ndarr
     return np.asarray(canvas)
 
 
-class SegmentationSamples:
+class SegmentationSamples(ReseedsTransform):
     """An image and its class-id mask, augmented together.
 
     Args:
@@ -88,10 +89,6 @@ class SegmentationSamples:
 
     def __init__(self, *, transform: Callable[..., dict] | None = None) -> None:
         self.transform = transform
-
-    def reseed(self, seed: int) -> None:
-        if hasattr(self.transform, "set_random_seed"):
-            self.transform.set_random_seed(seed)
 
     @staticmethod
     def mask_of(sample: dict[str, Any]) -> tuple[np.ndarray, bool]:

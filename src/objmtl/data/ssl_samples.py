@@ -12,6 +12,7 @@ from typing import Any
 from torch.utils.data import default_collate
 
 from objmtl.data.image_tensor import image_tensor
+from objmtl.data.seeding import ReseedsTransform
 from objmtl.errors import UserError
 
 __all__ = ["SSLSamples", "TwoViews"]
@@ -37,7 +38,7 @@ class TwoViews:
         return {"view1": self.view1(image=image)["image"], "view2": self.view2(image=image)["image"]}
 
 
-class SSLSamples:
+class SSLSamples(ReseedsTransform):
     """With a :class:`TwoViews` transform (training): ``{"view1": Tensor[3, H, W], "view2": Tensor[3, H, W],
     "key": str}``; with a plain pipeline (evaluation): ``{"image": Tensor[3, H, W], "label": int, "key": str}``.
 
@@ -52,10 +53,6 @@ class SSLSamples:
 
     def __init__(self, *, transform: Callable[..., dict] | None = None) -> None:
         self.transform = transform
-
-    def reseed(self, seed: int) -> None:
-        if hasattr(self.transform, "set_random_seed"):
-            self.transform.set_random_seed(seed)
 
     def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
         image, key = sample["image"], str(sample["key"])

@@ -16,6 +16,7 @@ from objmtl.data.det_samples import DetectionSamples
 from objmtl.data.image_tensor import image_tensor
 from objmtl.data.mtl_samples import MultiTaskSamples
 from objmtl.data.pose_samples import PoseSamples
+from objmtl.data.seeding import ReseedsTransform
 from objmtl.data.seg_samples import SegmentationSamples
 from objmtl.data.ssl_samples import SSLSamples
 from objmtl.errors import UserError
@@ -23,7 +24,7 @@ from objmtl.errors import UserError
 __all__ = ["ClassificationSamples", "DetectionSamples", "MultiTaskSamples", "SSLSamples", "TASK_SAMPLES", "samples_for_task"]
 
 
-class ClassificationSamples:
+class ClassificationSamples(ReseedsTransform):
     """``{"image": Tensor[3, H, W], "label": int, "key": str}`` from a sample's ``label``."""
 
     task = "cls"
@@ -31,10 +32,6 @@ class ClassificationSamples:
 
     def __init__(self, *, transform: Callable[..., dict] | None = None) -> None:
         self.transform = transform
-
-    def reseed(self, seed: int) -> None:
-        if hasattr(self.transform, "set_random_seed"):
-            self.transform.set_random_seed(seed)
 
     def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
         label = sample["ann"].get("label")

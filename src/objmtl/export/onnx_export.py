@@ -134,6 +134,9 @@ def build_graph(exported: ExportedModel, *, bake_norm: bool = False, nms: str = 
         return SegmenterGraph(model=exported.model, normalize=normalize).eval()
     if exported.task == "mtl":
         module = exported.config["task"]["module"]
+        if "det" in exported.heads and _is_set_predictor(exported.model.heads["det"]):
+            raise UserError(f"{exported.path}: a Deformable DETR det head under task=mtl has no ONNX graph yet "
+                            "(export the dense detectors' heads: atss, fcos, retinanet)")
         if bake_norm and "pose" in exported.heads:
             raise UserError("--bake-norm: not offered for a model with a pose head (its crops are normalised by the "
                             "crop transform)")

@@ -95,8 +95,8 @@ class MultiTaskModel(nn.Module):
         super().__init__()
         names = list(active) if active is not None else list(heads)
         unknown = [n for n in names if n not in HEAD_KINDS]
-        if unknown or not names:
-            raise UserError(f"task.heads={names}: pick one or more of {', '.join(HEAD_KINDS)}")
+        if unknown or not names or len(set(names)) != len(names):
+            raise UserError(f"task.heads={names}: pick one or more of {', '.join(HEAD_KINDS)}, each once")
         missing = [n for n in names if n not in heads]
         if missing:
             raise UserError(f"task.heads: no model.heads.{missing[0]} config to build that head from")
@@ -111,6 +111,17 @@ class MultiTaskModel(nn.Module):
             levels.bind(backbone)
             built[name] = factory()
         self.heads = nn.ModuleDict(built)
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """The trunk's trainable parameters, then each head's groups (a head's own ``param_groups``, such as
+        Deformable DETR's ``lr_scale`` ones, are kept)."""
+        groups = [{"params": [p for p in self.backbone.parameters() if p.requires_grad]}]
+        for head in self.heads.values():
+            if hasattr(head, "param_groups"):
+                groups.extend(head.param_groups())
+            else:
+                groups.append({"params": [p for p in head.parameters() if p.requires_grad]})
+        return groups
 
     @property
     def head_names(self) -> list[str]:

@@ -53,11 +53,14 @@ def config_from_checkpoint(ckpt: dict[str, Any], path: str | Path = "checkpoint"
 
 def state_dict_of(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:
     """The model's weights from a Lightning checkpoint, a ``{"model": ...}`` file or a bare state dict."""
+    lightning = isinstance(ckpt.get("state_dict"), dict)
     for key in ("state_dict", "model"):
         if isinstance(ckpt.get(key), dict):
             ckpt = ckpt[key]
             break
     sd = {k: v for k, v in ckpt.items() if isinstance(v, torch.Tensor)}
+    if lightning and any(k.startswith("model.") for k in sd):  # the task's own (loss-only) weights are not the model's
+        sd = {k: v for k, v in sd.items() if k.startswith("model.")}
     for prefix in ("model.", "module."):
         if sd and all(k.startswith(prefix) for k in sd):
             sd = {k[len(prefix):]: v for k, v in sd.items()}

@@ -25,8 +25,9 @@ __all__ = ["TOP_LEVEL", "WASH_DROP", "change_key", "rename", "save_checkpoint", 
 TOP_LEVEL = "-"
 """The name of a bare state dict's top level (weights not under any key)."""
 
-WASH_DROP = r"(^|\.)(ema|ema_model|model_ema|teacher|momentum_encoder|projector|predictor_head|criterion|loss_fn)(\.|_|$)"
-"""Parameter names ``wash`` drops by default: EMA / teacher copies, SSL projectors and loss-only modules."""
+WASH_DROP = r"(^|\.)(ema|ema_model|model_ema|teacher|momentum_encoder|projector|predictor_head|criterion|loss_fn|log_vars)(\.|_|$)"
+"""Parameter names ``wash`` drops by default: EMA / teacher copies, SSL projectors and loss-only modules and
+parameters (``task=mtl``'s learned loss weights, ``log_vars``)."""
 
 def _is_weights(obj: Any) -> bool:
     return isinstance(obj, dict) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())

@@ -12,7 +12,6 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
 
 from objmtl.config import register_resolvers
-from objmtl.data.schema import read_meta
 from objmtl.errors import UserError
 from objmtl.runs.checkpoint import config_from_checkpoint, load_checkpoint, state_dict_of
 from objmtl.runs.outputs import outputs_for
@@ -92,12 +91,7 @@ def evaluate(source: str | Path, *, split: str | None = None, data_root: str | P
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
     meta = datamodule.read_meta()
-    metas = ([read_meta(Path(s["root"]).expanduser()) for s in datamodule.sources] if datamodule.sources
-             else [meta])  # a merged label space lists no splits: count each source's
-
-    def count(stage: str) -> int:
-        return sum(m.count(datamodule.splits[stage]) for m in metas)
-
+    count = datamodule.count
     if split is None:
         split = "test" if count("test") else "val"
     if count(split) == 0:

@@ -45,6 +45,10 @@ class MultiTaskOutputs(EvalOutputs):
             self.class_names[head] = list(getattr(pl_module.tasks[head], "class_names", None) or [])
         return head, self.parts[head]
 
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        for i in range(len(pl_module.head_names)):  # every head on every rank: gather() is a collective per head
+            self._part(pl_module, i)
+
     def _collect(self, pl_module: L.LightningModule, outputs: Any, batch: Any, dataloader_idx: int) -> None:
         if self.keep and outputs is not None:
             head, part = self._part(pl_module, dataloader_idx)

@@ -56,6 +56,10 @@ def _check_task_model(cfg: DictConfig) -> None:
     """A model built for another task type fails here, in one line naming both."""
     target = cfg.model.get("_target_")
     kind, task = _kind(target), cfg.task.name
+    if task == "mtl" and cfg.trainer.get("sync_batchnorm"):
+        raise UserError("trainer.sync_batchnorm=true does not fit task=mtl: each head present in a step runs the "
+                        "backbone once, ranks may hold different heads, and SyncBatchNorm's collectives would "
+                        "then pair up wrongly (set trainer.sync_batchnorm=false)")
     if kind is not None and kind != task:
         model = _choice("model") or target
         options = ", ".join(f"model={m}" for m in _models_for(task)) or "none shipped yet"
@@ -167,7 +171,7 @@ def train(cfg: DictConfig, *, overrides: Sequence[str] = ()) -> dict[str, Any]:
 
     summary = _summary(trainer, run_dir)
     summary["val"] = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-    has_test = datamodule.read_meta().count(datamodule.splits["test"]) > 0
+    has_test = datamodule.count("test") > 0
     if cfg.get("test_after_fit") and has_test and not trainer.interrupted:
         best = "best" if summary.get("best") else None
         results = trainer.test(task, datamodule=datamodule, ckpt_path=best, verbose=False)

@@ -21,6 +21,11 @@ MAIN_METRICS = {"cls": "acc", "det": "map_50", "seg": "miou", "pose": "ap"}
 WEIGHTINGS = ("fixed", "uncertainty")
 
 
+def _zero_times(params: Any, device: torch.device) -> Tensor:
+    """``0 * sum(params)``: a zero loss term through which every one of ``params`` gets a (zero) gradient."""
+    return sum((p.sum() for p in params if p.requires_grad), torch.zeros((), device=device)) * 0.0
+
+
 def _scoped(name: str, head: str) -> str:
     """``train/loss`` -> ``train/det/loss``: a head's logs under its name, after the stage."""
     stage, _, rest = name.partition("/")
@@ -93,7 +98,7 @@ class MultiTaskTask(BaseTask):
             kwargs["add_dataloader_idx"] = False
             scoped = _scoped(name, head)
             stage = name.partition("/")[0]
-            if name == f"{stage}/{self.main_metrics.get(head)}":
+            if stage in ("val", "test") and name == f"{stage}/{self.main_metrics.get(head)}":
                 self._main_values[scoped] = float(value)
             self.log(scoped, value, **kwargs)
 
@@ -102,6 +107,10 @@ class MultiTaskTask(BaseTask):
     def setup(self, stage: str) -> None:
         for task in self.tasks.values():
             task.trainer = self.trainer
+        data_heads = getattr(getattr(self.trainer, "datamodule", None), "heads", None)
+        if data_heads is not None and list(data_heads) != self.head_names:
+            raise UserError(f"data.heads={list(data_heads)} but the model's heads are {self.head_names}: both follow "
+                            "task.heads; set that one")
 
     def _param_groups(self) -> list[dict[str, Any]]:
         groups = super()._param_groups()
@@ -117,15 +126,18 @@ class MultiTaskTask(BaseTask):
     def training_losses(self, batch: dict[str, Any]) -> dict[str, Tensor]:
         """``loss``: the weighted total over the heads (every parameter in its graph), and each present
         head's own loss as ``loss_<head>``."""
-        total: Tensor | None = None
+        # zero times the trunk: it takes part in the step even when no head that uses it has samples here
+        total = _zero_times(self.model.backbone.parameters(), self.device)
         terms: dict[str, Tensor] = {}
         for i, head in enumerate(self.head_names):
             part = batch.get(head)
+            if part is not None and head == "pose" and len(part["crops"]) == 0:
+                part = None  # images without persons: a structural zero, no signal for the loss weights
             if part is None:  # no sample of this batch carries the head's annotations
-                zero = sum((p.sum() for p in self.model.head_parameters(head)), torch.zeros((), device=self.device))
+                zero = _zero_times(self.model.head_parameters(head), self.device)
                 if self.log_vars is not None:
-                    zero = zero + self.log_vars[i]
-                term = zero * 0.0
+                    zero = zero + self.log_vars[i] * 0.0
+                term = zero
             else:
                 loss = self.tasks[head].training_losses(part)["loss"]
                 terms[f"loss_{head}"] = loss.detach()
@@ -133,8 +145,7 @@ class MultiTaskTask(BaseTask):
                 if self.log_vars is not None:
                     term = torch.exp(-self.log_vars[i]) * term + self.log_vars[i]
                     self.log(f"train/weight_{head}", torch.exp(-self.log_vars[i].detach()))
-            total = term if total is None else total + term
-        assert total is not None
+            total = total + term
         self.log("train/loss", total, prog_bar=True, batch_size=int(batch["samples"]))
         return {"loss": total, **terms}
 
@@ -157,10 +168,12 @@ class MultiTaskTask(BaseTask):
         for head, task in self.tasks.items():
             self.log(f"{stage}/{head}/loss", task.eval_loss[stage])  # on every rank: it syncs
             getattr(task, f"on_{'validation' if stage == 'val' else 'test'}_epoch_end")()
-        found = [self._main_values[f"{stage}/{h}/{self.main_metrics[h]}"] for h in self.head_names
-                 if f"{stage}/{h}/{self.main_metrics[h]}" in self._main_values]
-        if len(found) == len(self.head_names):
-            self.log(f"{stage}/score", sum(found) / len(found), prog_bar=True)
+        keys = [f"{stage}/{h}/{self.main_metrics[h]}" for h in self.head_names]
+        missing = [k for k in keys if k not in self._main_values]
+        if missing:
+            raise UserError(f"task.module.main_metrics: {', '.join(missing)} was not logged, so {stage}/score cannot "
+                            f"be formed (name a metric each head logs, e.g. {MAIN_METRICS})")
+        self.log(f"{stage}/score", sum(self._main_values[k] for k in keys) / len(keys), prog_bar=True)
 
     def on_validation_epoch_start(self) -> None:
         self._eval_start("val")
