@@ -105,3 +105,18 @@ def test_moby_run_logs_knn_and_washes_to_a_backbone_that_fine_tunes(
     assert f"loaded {len(weights)} tensors" in out
     assert "missing keys: fc.weight, fc.bias" in out
     assert "unexpected keys" not in out and "mismatched keys" not in out
+
+    # and detection: every backbone tensor fits ATSS; only its neck and head start from scratch
+    summary = train(compose_train("task=det", f"data.root={shapes}", f"load_from={washed}", "trainer.max_epochs=1",
+                                  "trainer.limit_train_batches=1", "trainer.limit_val_batches=1", "data.batch_size=4",
+                                  "data.image_size=64", "data.num_workers=0", "logger=csv", "test_after_fit=false",
+                                  run_dir=tmp_path / "det"))
+    out = capsys.readouterr().out
+    assert f"loaded {len(weights)} tensors" in out and "val/map_50" in summary["val"]
+    assert "unexpected keys" not in out and "mismatched keys" not in out
+    from objmtl.models.detection import ATSS
+    from objmtl.runs.checkpoint import load_weights
+
+    report = load_weights(ATSS(backbone=build_backbone(name="resnet18", out_indices=[1, 2, 3]), num_classes=4), washed)
+    assert report["missing"] and all(k.startswith(("neck.", "head.")) for k in report["missing"]), report["missing"]
+    assert not report["unexpected"] and not report["mismatched"]
