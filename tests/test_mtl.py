@@ -82,7 +82,10 @@ def test_uncertainty_weighting_learns_one_log_variance_per_head(synth_root: Path
     assert any(task.log_vars is p for g in task._param_groups() for p in g["params"])
     data = instantiate(cfg.data)
     adapter = MultiTaskSamples(transform={h: data.eval_transform[h] for h in ("cls", "seg")}, heads=["cls", "seg"])
-    batch = adapter.collate([adapter(x) for x in _samples(synth_root, 2)])
+    samples = _samples(synth_root, 3)
+    batch = adapter.collate([adapter(x) for x in samples[:2]])
+    # a sample lending only a kind no head trains on is counted, not trained on
+    assert batch["unused"] == 0 and adapter.collate([adapter({**samples[2], "kinds": ["det"]})])["unused"] == 1
     with torch.no_grad():
         task.log_vars.copy_(torch.tensor([0.5, -0.25]))
     losses = task.training_losses(batch)
@@ -171,6 +174,9 @@ def test_mtl_trains_under_ddp_with_heads_missing_from_a_rank_batch(synth_root: P
     log = next(run.rglob("metrics.csv")).read_text().splitlines()
     header = log[0].split(",")
     assert {"train/cls/loss", "train/det/loss", "train/seg/loss", "train/weight_cls"} <= set(header)
+    unused = [float(r[header.index("data/unused_samples")]) for r in (line.split(",") for line in log[1:])
+              if r[header.index("data/unused_samples")]]
+    assert unused == [0.0]  # every sample of these sources reaches a head
 
     # DDP evaluation: every rank gathers every head's outputs (the ranks' shares hold different heads); the
     # synthetic images are all one size, so batches pad nothing and one process's metrics are the reference

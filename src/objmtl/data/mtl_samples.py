@@ -53,7 +53,8 @@ class MultiTaskSamples:
             ``transform`` gets its adapter's default (images scaled to [0, 1]).
 
     Returns (per sample): ``{"heads": {head: item}, "key": str}``; :meth:`collate` gives
-    ``{head: batch}`` and ``"samples"``: how many samples the batch holds.
+    ``{head: batch}``, ``"samples"``: how many samples the batch holds, and ``"unused"``: how many of them no
+    head trains on.
     """
 
     task = "mtl"
@@ -82,7 +83,8 @@ class MultiTaskSamples:
     @staticmethod
     def collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
         adapters = _adapters()
-        out: dict[str, Any] = {"samples": len(batch)}
+        # samples that carry none of the trained heads' annotations: counted (data/unused_samples), not trained on
+        out: dict[str, Any] = {"samples": len(batch), "unused": sum(1 for b in batch if not b["heads"])}
         for head, adapter in adapters.items():
             items = [b["heads"][head] for b in batch if head in b["heads"]]
             if items:

@@ -147,6 +147,8 @@ class MultiTaskTask(BaseTask):
                     self.log(f"train/weight_{head}", torch.exp(-self.log_vars[i].detach()))
             total = total + term
         self.log("train/loss", total, prog_bar=True, batch_size=int(batch["samples"]))
+        self.log("data/unused_samples", float(batch.get("unused", 0)), on_step=False, on_epoch=True, reduce_fx="sum",
+                 batch_size=int(batch["samples"]))
         return {"loss": total, **terms}
 
     # ---- evaluation ----
