@@ -100,3 +100,20 @@ def test_two_processes_give_the_detection_metrics_of_one(atss_coco128_run: dict,
     assert metrics["val/map_50"] > 0.5  # a trained detector: the comparison is not of empty outputs
     one, two = (json.loads((tmp_path / p).read_text()) for p in ("p1", "p2"))
     assert len(one) >= 7 * 5 and sorted(one, key=json.dumps) == sorted(two, key=json.dumps)
+
+
+def test_two_processes_give_the_knn_accuracy_of_one(odd_synth: Path, tmp_path: Path) -> None:
+    """task=ssl: each rank reads part of the bank (the training split); the bank is gathered before the vote."""
+    from objmtl.runs.train import train
+
+    run = tmp_path / "run"
+    train(compose_train("task=ssl", "debug=fast", f"data.root={odd_synth}", "data.image_size=32", "data.batch_size=8",
+                        "model.hidden_dim=64", "model.proj_dim=32", "model.queue_size=64", "logger=csv",
+                        "test_after_fit=false", run_dir=run))
+    one = evaluate(run, metrics_out=tmp_path / "m1" / "metrics.json", split="test", overrides=["data.num_workers=0"])
+    result = run_cli("objmtl-test", str(run), "--devices", "2", "--accelerator", "cpu", "--split", "test",
+                     "--metrics-out", str(tmp_path / "m2" / "metrics.json"), "data.num_workers=0", cwd=tmp_path,
+                     timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    two = json.loads((tmp_path / "m2" / "metrics.json").read_text())["metrics"]
+    assert two["test/knn_top1"] == pytest.approx(one["test/knn_top1"], abs=1e-6), (one, two)

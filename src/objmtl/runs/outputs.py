@@ -33,6 +33,7 @@ OUTPUTS: dict[str, str] = {
     "seg": "objmtl.runs.seg_outputs:SegmentationOutputs",
     "pose": "objmtl.runs.pose_outputs:PoseOutputs",
     "mtl": "objmtl.runs.mtl_outputs:MultiTaskOutputs",
+    "ssl": "objmtl.runs.ssl_outputs:SSLOutputs",
 }
 """Task name -> ``module:class`` of its :class:`EvalOutputs`."""
 

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from objmtl.distributed import all_gather_rows
 from objmtl.metrics.knn import knn_predict
 from objmtl.models.ssl.moby import cosine_momentum
 from objmtl.tasks.base import BaseTask, OptimizerFactory, SchedulerFactory
@@ -21,11 +22,12 @@ class SSLTask(BaseTask):
     """Trains a :class:`~objmtl.models.ssl.MoBY` on batches ``{"view1", "view2"}``.
 
     Evaluation reads two loaders: first the training split (pooled backbone features and labels form the
-    memory bank), then the val / test split, whose images are classified by :func:`knn_predict` against
-    the bank. Logs ``train/loss`` (and its two directions), ``train/momentum`` and ``{val,test}/knn_top1``.
+    memory bank), then the val / test split, whose images are classified by :func:`knn_predict` at the end
+    of the epoch, against the bank gathered from every rank (DDP ranks each read part of the split). Logs ``train/loss`` (and its two directions), ``train/momentum`` and ``{val,test}/knn_top1``.
 
     Args:
-        model: a MoBY model (``loss(view1, view2, momentum=)`` and ``forward(images) -> features``).
+        model: a MoBY model (``loss(view1, view2, momentum=)``, ``forward(images) -> features`` and
+            ``feature_dim``).
         num_classes: classes of the shards' labels (for the k-NN vote).
         knn_k: neighbours that vote.
         knn_temperature: vote weights ``exp(similarity / knn_temperature)``.
@@ -40,6 +42,7 @@ class SSLTask(BaseTask):
         self.knn_acc = nn.ModuleDict({s: MulticlassAccuracy(num_classes=num_classes, average="micro")
                                       for s in ("val", "test")})
         self._bank: list[tuple[Tensor, Tensor]] = []  # (features (N, C), labels (N,)) per bank batch
+        self._queries: list[tuple[Tensor, Tensor]] = []  # the same per val / test batch
 
     def forward(self, images: Tensor) -> Tensor:
         return self.model(images)
@@ -55,41 +58,51 @@ class SSLTask(BaseTask):
 
     # ---- k-NN evaluation ----
 
-    def _eval_step(self, batch: dict[str, Tensor], dataloader_idx: int, stage: str) -> dict[str, Tensor]:
+    def _eval_step(self, batch: dict[str, Tensor], dataloader_idx: int) -> None:
         feats = self(batch["image"]).detach().float()
-        if dataloader_idx == _BANK:
-            self._bank.append((feats, batch["label"]))
-            return {}
-        if not self._bank:
-            raise RuntimeError("k-NN evaluation: the memory bank loader (training split) yielded no batch")
-        if len(self._bank) > 1:  # the bank is complete once the second loader starts: concatenate once
-            self._bank = [tuple(torch.cat(t) for t in zip(*self._bank, strict=True))]  # type: ignore[list-item]
-        bank, labels = self._bank[0]
-        scores = knn_predict(feats, bank, labels, num_classes=self.num_classes, k=self.knn_k,
-                             temperature=self.knn_temperature)
-        self.knn_acc[stage].update(scores, batch["label"])
-        top, pred = scores.max(1)
-        return {"labels": pred, "scores": top / scores.sum(1).clamp_min(1e-12)}
+        (self._bank if dataloader_idx == _BANK else self._queries).append((feats, batch["label"]))
 
     def _eval_end(self, stage: str) -> None:
+        """Votes each val / test image against the training split's features of all ranks (gathered here,
+        so under DDP the bank is the whole split, as in one process), then logs the accuracy."""
+        bank, labels = self._stacked(self._bank)
+        bank, labels = all_gather_rows(bank), all_gather_rows(labels)
+        queries, targets = self._stacked(self._queries)
+        if len(queries):
+            if not len(bank):
+                raise RuntimeError("k-NN evaluation: the memory bank loader (training split) yielded no batch")
+            scores = knn_predict(queries, bank, labels, num_classes=self.num_classes, k=self.knn_k,
+                                 temperature=self.knn_temperature)
+            self.knn_acc[stage].update(scores, targets)
         self.log(f"{stage}/knn_top1", self.knn_acc[stage].compute(), prog_bar=True, sync_dist=True)
         self.knn_acc[stage].reset()
         self._bank.clear()
+        self._queries.clear()
+
+    def _stacked(self, parts: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
+        """(features (N, C), labels (N,)) of the batches in ``parts``; N = 0 when there are none."""
+        if not parts:
+            return (torch.zeros(0, self.model.feature_dim, device=self.device),
+                    torch.zeros(0, dtype=torch.long, device=self.device))
+        feats, labels = zip(*parts, strict=True)
+        return torch.cat(feats), torch.cat(labels)
 
     def on_validation_epoch_start(self) -> None:
         self._bank.clear()
+        self._queries.clear()
 
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
-        return self._eval_step(batch, dataloader_idx, "val")
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step(batch, dataloader_idx)
 
     def on_validation_epoch_end(self) -> None:
         self._eval_end("val")
 
     def on_test_epoch_start(self) -> None:
         self._bank.clear()
+        self._queries.clear()
 
-    def test_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
-        return self._eval_step(batch, dataloader_idx, "test")
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step(batch, dataloader_idx)
 
     def on_test_epoch_end(self) -> None:
         self._eval_end("test")

@@ -11,10 +11,10 @@ import copy
 import math
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from objmtl.distributed import all_gather_rows
 from objmtl.models.ssl.heads import MLPHead
 
 __all__ = ["MoBY", "cosine_momentum"]
@@ -24,15 +24,6 @@ def cosine_momentum(base: float, step: int, total: int) -> float:
     """The teacher's momentum at ``step`` of ``total``: ``base`` at the start, rising to 1 along a cosine."""
     progress = min(max(step / max(total, 1), 0.0), 1.0)
     return 1.0 - (1.0 - base) * (math.cos(math.pi * progress) + 1.0) / 2.0
-
-
-def _gather(x: Tensor) -> Tensor:
-    """``x`` from every rank, concatenated (itself outside DDP); equal shapes on all ranks."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return x
-    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, x.contiguous())
-    return torch.cat(parts)
 
 
 class _Teacher(nn.Module):
@@ -57,7 +48,7 @@ class _Teacher(nn.Module):
     @torch.no_grad()
     def enqueue(self, k1: Tensor, k2: Tensor) -> None:
         """Writes the keys of both views (Tensor[N, D] each, all ranks') over the oldest entries."""
-        k1, k2 = _gather(k1), _gather(k2)
+        k1, k2 = all_gather_rows(k1), all_gather_rows(k2)
         size = self.queue1.shape[0]
         idx = (self.queue_ptr + torch.arange(min(len(k1), size), device=k1.device)) % size
         self.queue1[idx] = k1[-len(idx):]
