@@ -26,12 +26,15 @@ read -r -a PRE_ARGS <<< "$PRE"
 read -r -a FT_ARGS <<< "$FT"
 mkdir -p "$OUT"
 set -x
+VIEWS=()
 if [ -z "$DATA" ]; then                                                                # 1. pack data
   DATA="$OUT/data"
   [ -f "$DATA/meta.json" ] || "$BIN/objmtl-data" synth --out "$DATA" --n "${SYNTH_N:-2000}" --seed 0
+  # random colours per image: grayscale views, or MoBY learns colour (docs/training_and_evaluating.md)
+  [[ " $PRE $* " == *" data="* ]] || VIEWS=(data=ssl_gray)
 fi
-"$BIN/objmtl-train" task=ssl "data.root=$DATA" "hydra.run.dir=$OUT/pretrain" test_after_fit=false \
-    "$@" ${PRE_ARGS[@]+"${PRE_ARGS[@]}"}                                                # 2. pretrain (MoBY)
+"$BIN/objmtl-train" task=ssl ${VIEWS[@]+"${VIEWS[@]}"} "data.root=$DATA" "hydra.run.dir=$OUT/pretrain" \
+    test_after_fit=false "$@" ${PRE_ARGS[@]+"${PRE_ARGS[@]}"}                         # 2. pretrain (MoBY)
 "$BIN/objmtl-ckpt" wash "$OUT/pretrain" --out "$OUT/backbone.pth"                     # 3. keep the backbone
 "$BIN/objmtl-train" "task=$TASK" "data.root=$DATA" "load_from=$OUT/backbone.pth" \
     "hydra.run.dir=$OUT/finetune" "$@" ${FT_ARGS[@]+"${FT_ARGS[@]}"}                  # 4. fine-tune
