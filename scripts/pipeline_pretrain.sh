@@ -31,7 +31,7 @@ if [ -z "$DATA" ]; then                                                         
   DATA="$OUT/data"
   [ -f "$DATA/meta.json" ] || "$BIN/objmtl-data" synth --out "$DATA" --n "${SYNTH_N:-2000}" --seed 0
   # random colours per image: grayscale views, or MoBY learns colour (docs/training_and_evaluating.md)
-  [[ " $PRE $* " == *" data="* ]] || VIEWS=(data=ssl_gray)
+  [[ " $PRE $* " == *" data="* || " $PRE $* " == *" experiment="* ]] || VIEWS=(data=ssl_gray)
 fi
 "$BIN/objmtl-train" task=ssl ${VIEWS[@]+"${VIEWS[@]}"} "data.root=$DATA" "hydra.run.dir=$OUT/pretrain" \
     test_after_fit=false "$@" ${PRE_ARGS[@]+"${PRE_ARGS[@]}"}                         # 2. pretrain (MoBY)

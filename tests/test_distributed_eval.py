@@ -115,5 +115,11 @@ def test_two_processes_give_the_knn_accuracy_of_one(odd_synth: Path, tmp_path: P
                      "--metrics-out", str(tmp_path / "m2" / "metrics.json"), "data.num_workers=0", cwd=tmp_path,
                      timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "Starting with 2 processes" in result.stdout + result.stderr
     two = json.loads((tmp_path / "m2" / "metrics.json").read_text())["metrics"]
+    assert 0 < one["test/knn_top1"] < 1
+    from objmtl.errors import UserError
+
+    with pytest.raises(UserError, match="task=ssl writes no predictions"):
+        evaluate(run, out=tmp_path / "preds.json")
     assert two["test/knn_top1"] == pytest.approx(one["test/knn_top1"], abs=1e-6), (one, two)

@@ -96,8 +96,8 @@ def test_moby_knn_beats_the_same_backbone_at_random_init(shapes_3000: Path, tmp_
 
     Random init is the same command with ``optim.lr=0`` for one epoch: the initial weights, with BatchNorm
     statistics of the data (the k-NN reads the running estimates). Measured here (docs/benchmarks.md):
-    0.283 -> 0.365 for seed 0, 0.383 and 0.363 for seeds 1 and 2. The issue asks for +10 points; at this
-    scale the gain is 8 to 10, so the test asserts 5 (the 600 val images alone give ~2 points of noise)."""
+    0.283 -> 0.353 to 0.365 for seed 0, 0.383 and 0.363 for seeds 1 and 2. The issue asks for +10 points; at
+    this scale the gain is 7 to 10, so the test asserts 5 (the 600 val images alone give ~2 points of noise)."""
     common = ("experiment=ssl_moby_synth", f"data.root={shapes_3000}", "data.num_workers=1", "logger=csv",
               "test_after_fit=false", "trainer.enable_progress_bar=false")
     random_init = train(compose_train(*common, "optim.lr=0", "trainer.max_epochs=1",

@@ -81,6 +81,7 @@ def evaluate(source: str | Path, *, split: str | None = None, data_root: str | P
     apply_overrides(cfg, overrides, why="objmtl-test")
     outputs_cls = outputs_for(str(cfg.task.name))
     outputs_cls.check_groups(eval_metrics)
+    outputs_cls.check_request(files=bool(out or show_dir))
     run_dir = ckpt_path.parent.parent if ckpt_path.parent.name == "checkpoints" else ckpt_path.parent
     with open_dict(cfg):
         if data_root is not None:

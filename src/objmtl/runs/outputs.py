@@ -93,6 +93,11 @@ class EvalOutputs(L.Callback):
         dist.all_gather_object(parts, self.items)
         self.items = [item for part in parts for item in (part or [])] if dist.get_rank() == 0 else []
 
+    @classmethod
+    def check_request(cls, *, files: bool) -> None:
+        """A UserError, before anything loads, when ``files`` (``--out`` / ``--show-dir``) are asked of a task
+        type that writes none."""
+
     # ---- metrics ----
 
     @classmethod

@@ -14,8 +14,8 @@ class SSLOutputs(EvalOutputs):
 
     task = "ssl"
 
-    def __init__(self, *, keep: bool = False) -> None:
-        if keep:
+    @classmethod
+    def check_request(cls, *, files: bool) -> None:
+        if files:
             raise UserError("--out / --show-dir: task=ssl writes no predictions (its metric is the k-NN top-1); "
                             "wash the checkpoint and fine-tune a task model to get some")
-        super().__init__(keep=False)

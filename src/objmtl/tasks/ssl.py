@@ -67,10 +67,10 @@ class SSLTask(BaseTask):
         so under DDP the bank is the whole split, as in one process), then logs the accuracy."""
         bank, labels = self._stacked(self._bank)
         bank, labels = all_gather_rows(bank), all_gather_rows(labels)
+        if not len(bank):  # the gathered bank: every rank decides alike (no rank left waiting in a collective)
+            raise RuntimeError("k-NN evaluation: the memory bank loader (training split) yielded no batch")
         queries, targets = self._stacked(self._queries)
         if len(queries):
-            if not len(bank):
-                raise RuntimeError("k-NN evaluation: the memory bank loader (training split) yielded no batch")
             scores = knn_predict(queries, bank, labels, num_classes=self.num_classes, k=self.knn_k,
                                  temperature=self.knn_temperature)
             self.knn_acc[stage].update(scores, targets)

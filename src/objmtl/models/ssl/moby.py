@@ -48,7 +48,7 @@ class _Teacher(nn.Module):
     @torch.no_grad()
     def enqueue(self, k1: Tensor, k2: Tensor) -> None:
         """Writes the keys of both views (Tensor[N, D] each, all ranks') over the oldest entries."""
-        k1, k2 = all_gather_rows(k1), all_gather_rows(k2)
+        k1, k2 = all_gather_rows(torch.cat([k1, k2], dim=1)).chunk(2, dim=1)
         size = self.queue1.shape[0]
         idx = (self.queue_ptr + torch.arange(min(len(k1), size), device=k1.device)) % size
         self.queue1[idx] = k1[-len(idx):]
