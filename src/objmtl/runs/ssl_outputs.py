@@ -10,7 +10,7 @@ __all__ = ["SSLOutputs"]
 
 class SSLOutputs(EvalOutputs):
     """Metrics only: ``--out`` and ``--show-dir`` are refused with a UserError (a self-supervised model
-    predicts no labels; fine-tune it, or read its features with ``objmtl-export`` / ``objmtl-predict``)."""
+    predicts no labels; wash it and fine-tune a task model)."""
 
     task = "ssl"
 

@@ -168,7 +168,8 @@ def train(cfg: DictConfig, *, overrides: Sequence[str] = ()) -> dict[str, Any]:
     callbacks = _instantiate_all(cfg.get("callbacks"))
     if cfg.trainer.get("enable_progress_bar") is False:  # Lightning refuses a bar callback with the bar off
         callbacks = [c for c in callbacks if not isinstance(c, L.pytorch.callbacks.ProgressBar)]
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=_instantiate_all(cfg.get("logger")) or False)
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks,
+                                     logger=_instantiate_all(cfg.get("logger")) or False)
     trainer.fit(task, datamodule=datamodule, ckpt_path=fit_ckpt)
 
     summary = _summary(trainer, run_dir)

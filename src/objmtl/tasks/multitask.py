@@ -148,7 +148,7 @@ class MultiTaskTask(BaseTask):
             total = total + term
         self.log("train/loss", total, prog_bar=True, batch_size=int(batch["samples"]))
         self.log("data/unused_samples", float(batch.get("unused", 0)), on_step=False, on_epoch=True, reduce_fx="sum",
-                 batch_size=int(batch["samples"]))
+                 sync_dist=True, batch_size=int(batch["samples"]))  # every rank logs it every step: the sum is safe
         return {"loss": total, **terms}
 
     # ---- evaluation ----

@@ -23,7 +23,8 @@ class SSLTask(BaseTask):
 
     Evaluation reads two loaders: first the training split (pooled backbone features and labels form the
     memory bank), then the val / test split, whose images are classified by :func:`knn_predict` at the end
-    of the epoch, against the bank gathered from every rank (DDP ranks each read part of the split). Logs ``train/loss`` (and its two directions), ``train/momentum`` and ``{val,test}/knn_top1``.
+    of the epoch, against the bank gathered from every rank (DDP ranks each read part of the split). Logs
+    ``train/loss`` (and its two directions), ``train/momentum`` and ``{val,test}/knn_top1``.
 
     Args:
         model: a MoBY model (``loss(view1, view2, momentum=)``, ``forward(images) -> features`` and
