@@ -296,3 +296,21 @@ def test_missing_font_warns_once_and_falls_back(monkeypatch: pytest.MonkeyPatch,
     assert len(warnings) == 1 and "U+732B" in warnings[0]
     assert "fonts-noto-cjk" in warnings[0] and "OBJMTL_FONT" in warnings[0]
     assert fonts.missing_characters("猫 cat", path=fonts.default_font_path()) == "猫"
+
+
+@pytest.mark.usefixtures("_fresh_font_caches")
+def test_a_last_resort_font_is_never_chosen(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """matplotlib 3.11 bundles LastResortHE: its cmap covers all of Unicode, its glyphs are placeholders."""
+    last_resort = str(tmp_path / "LastResortHE-Regular.ttf")
+    cjk = str(tmp_path / "wqy-microhei.ttc")
+    installed = [(last_resort, "lastresorthe-regular.ttf last resort high-efficiency")]
+    cmaps = {last_resort: frozenset(range(0x110000)), cjk: frozenset(map(ord, "猫狗"))}
+    monkeypatch.setattr(fonts, "_installed_fonts", lambda: tuple(installed))
+    real_cmap = fonts._cmap
+    monkeypatch.setattr(fonts, "_cmap", lambda path: cmaps.get(path) or real_cmap(path))
+    monkeypatch.setattr(fonts, "_warned", True)  # the fallback's warning is the test above's
+    monkeypatch.delenv(fonts.ENV_VAR, raising=False)
+    assert fonts.font_path_for("猫") == fonts.default_font_path()
+    fonts._choose.cache_clear()
+    installed.append((cjk, "wqy-microhei.ttc wenquanyi micro hei"))
+    assert fonts.font_path_for("猫") == Path(cjk)

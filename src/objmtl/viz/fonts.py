@@ -8,7 +8,8 @@ covers every character:
 2. DejaVuSans (bundled with matplotlib), for Latin, Greek, Cyrillic, ...;
 3. well-known CJK fonts found in the usual font folders or matplotlib's font list (Noto Sans CJK,
    Source Han Sans, WenQuanYi Micro Hei / Zen Hei, Droid Sans Fallback, AR PL UMing / UKai, ...);
-4. any other font in those places (for other scripts).
+4. any other font in those places (for other scripts), except "Last Resort" fonts (matplotlib 3.11 ships
+   one): they map every code point to a placeholder glyph, which is tofu under another name.
 
 Coverage is read from each font's ``cmap`` table with fontTools (a matplotlib dependency), once per
 font file; the choice is cached per set of characters. When no font covers the text, one warning
@@ -40,6 +41,8 @@ KNOWN_CJK = ("notosanscjk", "noto sans cjk", "notosanssc", "noto sans sc", "sour
              "droid sans fallback", "uming", "ar pl uming", "ukai", "ar pl ukai", "notoserifcjk",
              "noto serif cjk", "msyh", "microsoft yahei", "simhei", "simsun", "pingfang", "hiragino",
              "applegothic", "malgun", "nanumgothic", "arialuni", "arial unicode")
+# fonts whose every glyph is a placeholder ("this script has no font here"): never a choice
+PLACEHOLDER = ("lastresort", "last resort")
 
 _warned = False
 _bad_env: set[str] = set()
@@ -92,7 +95,7 @@ def _installed_fonts() -> tuple[tuple[str, str], ...]:
 
 def _candidates() -> list[str]:
     """Font files to try, in order of preference (after $OBJMTL_FONT)."""
-    installed = _installed_fonts()
+    installed = [(p, name) for p, name in _installed_fonts() if not any(f in name for f in PLACEHOLDER)]
     known: list[str] = []
     for fragment in KNOWN_CJK:
         known += [p for p, name in installed if fragment in name and p not in known]
