@@ -91,21 +91,22 @@ def shapes_3000(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.slow
 def test_moby_knn_beats_the_same_backbone_at_random_init(shapes_3000: Path, tmp_path: Path) -> None:
-    """experiment=ssl_moby_synth (600 MoBY steps, ~4 min on 2 cores) against its backbone at random init,
-    k-NN top-1 on 600 val images with the 2100 training images as the bank.
+    """experiment=ssl_moby_synth (1200 MoBY steps, ~5 min on 2 cores) against its backbone at random init,
+    k-NN top-1 on 600 val images with the 2100 training images as the bank: the issue's +10 points.
 
     Random init is the same command with ``optim.lr=0`` for one epoch: the initial weights, with BatchNorm
-    statistics of the data (the k-NN reads the running estimates). Measured here (docs/benchmarks.md):
-    0.283 -> 0.353 to 0.365 for seed 0, 0.383 and 0.363 for seeds 1 and 2. The issue asks for +10 points; at
-    this scale the gain is 7 to 10, so the test asserts 5 (the 600 val images alone give ~2 points of noise)."""
-    common = ("experiment=ssl_moby_synth", f"data.root={shapes_3000}", "data.num_workers=1", "logger=csv",
+    statistics of the data (the k-NN reads the running estimates). Measured here (docs/benchmarks.md), random
+    init -> last evaluation for seeds 0 / 1 / 2 / 3: 0.283 -> 0.440, 0.275 -> 0.407, 0.290 -> 0.413,
+    0.263 -> 0.420, so +12.3 to +15.7 (the 600 val images alone give ~2 points of noise); this test itself
+    (seed 0, no loader workers: a worker process only competes for the 2 cores) 0.283 -> 0.435 in 296 s."""
+    common = ("experiment=ssl_moby_synth", f"data.root={shapes_3000}", "data.num_workers=0", "logger=csv",
               "test_after_fit=false", "trainer.enable_progress_bar=false")
     random_init = train(compose_train(*common, "optim.lr=0", "trainer.max_epochs=1",
                                       "trainer.check_val_every_n_epoch=1", run_dir=tmp_path / "random"))
     trained = train(compose_train(*common, run_dir=tmp_path / "moby"))
     before, after = random_init["val"]["val/knn_top1"], trained["val"]["val/knn_top1"]  # the last evaluation
-    print(f"k-NN top-1: random init {before:.3f}, after 600 MoBY steps {after:.3f} (best {trained['best']['value']:.3f})")
-    assert after - before >= 0.05, (before, after)
+    print(f"k-NN top-1: random init {before:.3f}, after 1200 MoBY steps {after:.3f} (best {trained['best']['value']:.3f})")
+    assert after - before >= 0.10, (before, after)
 
 
 @pytest.mark.slow
