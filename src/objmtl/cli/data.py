@@ -6,10 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from objmtl.cli.data_parsers import add_browse_parser, add_inspect_parser
 from objmtl.cli.errors import report_user_errors
-from objmtl.data.browse import add_browse_parser
-from objmtl.data.convert import FORMATS
-from objmtl.data.inspect import add_inspect_parser
+from objmtl.data.convert import FORMATS  # the table only: readers and engine load when a conversion runs
 from objmtl.errors import UserError
 
 

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from objmtl.cli.errors import report_user_errors
+from objmtl.cli.paths import already_imported, check_checkpoint
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     with report_user_errors():
+        if not already_imported("objmtl.export.pipeline"):  # a wrong path answers before torch and onnx load
+            check_checkpoint(args.ckpt)
         from objmtl.export.pipeline import run_export
         from objmtl.runs.evaluate import find_checkpoint
 

@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 
 from objmtl.cli.errors import report_user_errors
+from objmtl.cli.paths import already_imported, check_checkpoint
+from objmtl.errors import UserError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,15 +58,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_intermixed_args(argv)
     with report_user_errors():
-        from objmtl.errors import UserError
-        from objmtl.runs.evaluate import evaluate
-
         if args.eval_metrics:  # --eval's list swallows the key=value items that follow it: give them back
             args.overrides += [e for e in args.eval_metrics if "=" in e]
             args.eval_metrics = [e for e in args.eval_metrics if "=" not in e]
         bad = [o for o in args.overrides if "=" not in o]
         if bad:
             raise UserError(f"{bad[0]}: overrides are key=value")
+        if not already_imported("objmtl.runs.evaluate"):  # a wrong path answers before torch loads
+            check_checkpoint(args.source)
+        from objmtl.runs.evaluate import evaluate
+
         evaluate(args.source, split=args.split, data_root=args.data, out=args.out, metrics_out=args.metrics_out,
                  overrides=args.overrides, accelerator=args.accelerator, batch_size=args.batch_size,
                  eval_metrics=args.eval_metrics, show_dir=args.show_dir, show_score_thr=args.show_score_thr,

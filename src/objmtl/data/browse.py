@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from objmtl.cli.data_parsers import add_browse_parser  # the parser lives apart: it loads nothing heavy
 from objmtl.data.schema import IGNORE_INDEX, SPLITS, Meta
 from objmtl.errors import UserError
 from objmtl.viz import draw
@@ -300,30 +301,3 @@ def run_browse(args: argparse.Namespace) -> None:
     for reason, count in result.skipped.items():
         print(f"skipped {count}: {reason}")
 
-
-def add_browse_parser(sub: Any) -> argparse.ArgumentParser:
-    """Registers ``objmtl-data browse`` on an ``add_subparsers()`` object."""
-    from objmtl.data.convert import FORMATS
-
-    p = sub.add_parser("browse", help="draw samples with all their annotations into PNG files")
-    p.add_argument("source", type=Path, help="a shard set (with meta.json), or a source folder with --format")
-    p.add_argument("--out", type=Path, required=True, help="folder for the pictures")
-    p.add_argument("--n", type=int, default=16, help="how many samples (default 16)")
-    p.add_argument("--split", choices=SPLITS, default="train")
-    p.add_argument("--seed", type=int, default=0, help="which samples (and, for a source, its split carving)")
-    p.add_argument("--grid", action="store_true", help="also write a contact sheet grid.png")
-    p.add_argument("--min-side", type=int, default=256, help="enlarge smaller images to this side (0: never)")
-    p.add_argument("--max-side", type=int, default=1600, help="shrink larger images to this side (0: never)")
-    g = p.add_argument_group("source folder (as for objmtl-data convert)")
-    g.add_argument("--format", choices=list(FORMATS), default=None, help="read SOURCE with this converter")
-    for flag in ("images", "labels", "masks", "names", "class-map", "separator"):
-        g.add_argument(f"--{flag}", default=None)
-    g.add_argument("--ann", action="append", metavar="SPLIT=FILE")
-    g.add_argument("--split-file", action="append", metavar="SPLIT=FILE")
-    g.add_argument("--task", choices=("det", "seg", "pose"), default=None)
-    g.add_argument("--rle-masks", action="store_true")
-    g.add_argument("--drop-background", action="store_true")
-    g.add_argument("--val-fraction", type=float, default=0.2)
-    g.add_argument("--test-fraction", type=float, default=0.0)
-    p.set_defaults(func=run_browse)
-    return p

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from objmtl.cli.data_parsers import add_inspect_parser  # the parser lives apart: it loads nothing heavy
 from objmtl.data.schema import SPLITS, Meta, read_meta
 from objmtl.data.shard_reader import IMAGE_EXTS, ShardDataset, iter_shard
 from objmtl.errors import UserError
@@ -326,14 +327,3 @@ def run_inspect(args: argparse.Namespace) -> None:
                                    encoding="utf-8")
         print(f"wrote {args.json}")
 
-
-def add_inspect_parser(sub: Any) -> argparse.ArgumentParser:
-    """Registers ``objmtl-data inspect`` on an ``add_subparsers()`` object."""
-    p = sub.add_parser("inspect", help="statistics of a shard set: classes, boxes, sizes, keypoints, masks")
-    p.add_argument("root", type=Path, help="shard set folder (with meta.json)")
-    p.add_argument("--split", choices=("all", *SPLITS), default="all")
-    p.add_argument("--plot", type=Path, default=None, metavar="DIR", help="write histogram PNGs into DIR")
-    p.add_argument("--limit", type=int, default=None, metavar="N", help="read at most N samples per split")
-    p.add_argument("--json", type=Path, default=None, metavar="FILE", help="write the full report as JSON")
-    p.set_defaults(func=run_inspect)
-    return p

@@ -2,6 +2,9 @@
 
 Each format has a module with ``from_args(args) -> Conversion`` (the CLI's entry) and a typed
 ``read_<format>(...)`` for code; :func:`~objmtl.data.convert.engine.run_conversion` does the rest.
+
+Importing this package loads nothing but the format table (``objmtl-data``'s parser needs it);
+the engine and the readers load when first used.
 """
 
 from __future__ import annotations
@@ -9,8 +12,10 @@ from __future__ import annotations
 import argparse
 import importlib
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-from objmtl.data.convert.engine import Conversion, ConversionReport, SourceSample, run_conversion
+if TYPE_CHECKING:
+    from objmtl.data.convert.engine import Conversion, ConversionReport, SourceSample, run_conversion
 
 __all__ = ["FORMATS", "Conversion", "ConversionReport", "SourceSample", "reader_for", "run_conversion"]
 
@@ -24,6 +29,14 @@ FORMATS: dict[str, tuple[str, str]] = {
     "coco": ("objmtl.data.convert.coco", "COCO json: instances (boxes, polygons, RLE) and person_keypoints"),
     "masks": ("objmtl.data.convert.masks", "semantic masks: class-index PNGs with a class map"),
 }
+
+_ENGINE = ("Conversion", "ConversionReport", "SourceSample", "run_conversion")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _ENGINE:
+        return getattr(importlib.import_module("objmtl.data.convert.engine"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def reader_for(fmt: str) -> Callable[[argparse.Namespace], Conversion]:
