@@ -20,7 +20,7 @@ def _synth(args: argparse.Namespace) -> None:
                            overwrite=args.overwrite, progress=True)
     counts = ", ".join(f"{s} {meta.count(s)}" for s in meta.splits)
     print(f"wrote {args.out}: {counts}; classes: {', '.join(meta.classes)}")
-    print(f"train on it: objmtl-train data.root={args.out}   (the synth recipe: data=synth transforms)")
+    print(f"train on it: objmtl-train data.root={args.out.resolve()}   # the synth recipe: data=synth transforms")
 
 
 def _convert(args: argparse.Namespace) -> None:
@@ -33,10 +33,12 @@ def _convert(args: argparse.Namespace) -> None:
     report = run_conversion(conversion, args.out, workers=args.workers, strict=args.strict,
                             overwrite=args.overwrite, max_count=args.max_count)
     print_report(report)
-    path, command = write_data_config(args.out, conversion.meta)
-    print(f"report: {args.out / 'report.json'}\ndata config: {path}\ntrain on it: {command}")
-    if command.startswith("objmtl-train"):
-        print(f"   or: objmtl-train data=shards data.root={args.out}")
+    path, commands = write_data_config(args.out, conversion.meta)
+    print(f"report: {args.out / 'report.json'}\ndata config: {path}")
+    if not commands:
+        print(f"(no objmtl-train task for {', '.join(conversion.meta.tasks)} yet; data config kept for when it lands)")
+    for lead, command in zip(("train on it:", "   or:"), commands, strict=False):
+        print(f"{lead} {command}")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,6 +17,7 @@ from objmtl.data.resumable_loader import ResumableLoader
 from objmtl.data.schema import TASKS, Meta, read_meta
 from objmtl.data.shard_reader import ShardDataset
 from objmtl.data.task_samples import samples_for_task
+from objmtl.data.worker_init import worker_init
 from objmtl.errors import UserError
 
 __all__ = ["ShardDataModule", "cache_dir", "meta_of", "resolve_root"]
@@ -213,7 +214,8 @@ class ShardDataModule(L.LightningDataModule):
         # persistent_workers stays off: workers must see the epoch set on the dataset each epoch
         return (ResumableLoader if train else DataLoader)(
             ds, batch_size=self.batch_size if train else self.eval_batch_size, num_workers=self.num_workers,
-            collate_fn=self.adapter.collate, drop_last=train, pin_memory=torch.cuda.is_available())
+            collate_fn=self.adapter.collate, drop_last=train, pin_memory=torch.cuda.is_available(),
+            worker_init_fn=worker_init if self.num_workers else None)
 
     def train_dataloader(self) -> DataLoader:
         loader = self._loader("train")

@@ -131,4 +131,20 @@ def run_export(ckpt: str | Path, *, out: str | Path, shape: Sequence[int] | None
         config = write_triton_repository(path, triton, max_batch_size=max_batch_size)
         report["triton"] = str(config)
         print(f"triton:  {config}")
+    if (source := _data_source(exported.config)) is not None:
+        print(f"next:    objmtl-predict {path} {source} --limit 16 --out {path.parent / 'predict'}")
     return report
+
+
+def _data_source(config: dict[str, Any]) -> Path | None:
+    """The shard set the model was trained on, when it is still there (for the printed predict command)."""
+    from objmtl.data.datamodule import resolve_root
+
+    data = config.get("data")
+    if not isinstance(data, dict) or data.get("sources"):
+        return None
+    try:
+        root = resolve_root(data.get("root"), data.get("synth")).resolve()
+    except UserError:
+        return None
+    return root if (root / "meta.json").is_file() else None

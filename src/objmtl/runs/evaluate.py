@@ -14,6 +14,7 @@ from omegaconf import OmegaConf, open_dict
 from objmtl.config import register_resolvers
 from objmtl.errors import UserError
 from objmtl.runs.checkpoint import config_from_checkpoint, load_checkpoint, state_dict_of
+from objmtl.runs.devices import check_eval_devices
 from objmtl.runs.outputs import outputs_for
 from objmtl.runs.overrides import apply_overrides
 from objmtl.runs.quiet import quiet_lightning
@@ -73,6 +74,7 @@ def evaluate(source: str | Path, *, split: str | None = None, data_root: str | P
         raise UserError("--format-only writes the predictions only: give --out")
     if devices < 1:
         raise UserError(f"--devices {devices}: give 1 or more")
+    check_eval_devices(accelerator=accelerator, devices=devices)
     register_resolvers()
     quiet_lightning()
     ckpt_path = find_checkpoint(source)

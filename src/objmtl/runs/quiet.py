@@ -10,7 +10,8 @@ __all__ = ["quiet_lightning"]
 
 class _DropTips(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        return "Tip:" not in str(record.msg)
+        text = str(record.msg)  # ads, and the Ctrl-C notice (objmtl.runs.interrupted says where the run stopped)
+        return "Tip:" not in text and "Detected KeyboardInterrupt" not in text
 
 
 def quiet_lightning() -> None:

@@ -17,6 +17,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from objmtl.config import register_resolvers
 from objmtl.errors import UserError
 from objmtl.runs.checkpoint import config_from_checkpoint, load_checkpoint, load_weights
+from objmtl.runs.devices import check_train_devices
+from objmtl.runs.interrupted import report_interrupted
 from objmtl.runs.overrides import apply_overrides
 from objmtl.runs.quiet import quiet_lightning
 from objmtl.tasks.base import BaseTask
@@ -146,6 +148,7 @@ def train(cfg: DictConfig, *, overrides: Sequence[str] = ()) -> dict[str, Any]:
     register_resolvers()
     quiet_lightning()
     cfg, fit_ckpt = _stored_config(cfg, overrides)
+    check_train_devices(cfg.trainer, choice=_choice("trainer"))
     _check_task_model(cfg)
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -170,7 +173,12 @@ def train(cfg: DictConfig, *, overrides: Sequence[str] = ()) -> dict[str, Any]:
         callbacks = [c for c in callbacks if not isinstance(c, L.pytorch.callbacks.ProgressBar)]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks,
                                      logger=_instantiate_all(cfg.get("logger")) or False)
-    trainer.fit(task, datamodule=datamodule, ckpt_path=fit_ckpt)
+    try:
+        trainer.fit(task, datamodule=datamodule, ckpt_path=fit_ckpt)
+    except SystemExit:  # Lightning's way out of a Ctrl-C, after tearing the run down
+        if trainer.interrupted:
+            report_interrupted(trainer, run_dir)
+        raise
 
     summary = _summary(trainer, run_dir)
     summary["val"] = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
@@ -194,6 +202,9 @@ def _print_where(run_dir: Path, summary: dict[str, Any]) -> None:
         lines.append(f"last checkpoint: {run_dir / 'checkpoints' / 'last.ckpt'}")
     lines.append(f"metrics:        {run_dir / 'metrics.json'}")
     lines.append(f"plots:          {run_dir / 'plots'}")
+    if best:  # what to do with it (tests run these lines as printed)
+        lines.append(f"next:           objmtl-test {run_dir}")
+        lines.append(f"                objmtl-export onnx {run_dir} --out {run_dir / 'export' / 'model.onnx'} --verify")
     for split in ("val", "test"):
         if summary.get(split):
             lines.append(f"{split}: " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(summary[split].items())))

@@ -11,7 +11,7 @@ from rich.table import Table
 from objmtl.data.convert.engine import ConversionReport
 from objmtl.data.schema import Meta
 
-__all__ = ["print_report", "write_data_config"]
+__all__ = ["LOCAL_PREFIX", "print_report", "write_data_config"]
 
 
 def print_report(report: ConversionReport, *, console: Console | None = None) -> None:
@@ -55,22 +55,30 @@ def _task_of(meta: Meta) -> str:
     return ""
 
 
-def write_data_config(out: Path, meta: Meta) -> tuple[Path, str]:
-    """Writes ``OUT/conf/data/<name>.yaml`` and returns it with the objmtl-train command that uses it."""
+LOCAL_PREFIX = "local_"
+"""Written data configs are named ``local_<folder>``: no built-in data config starts so (a test keeps it
+true), so ``--config-dir OUT/conf data=local_<folder>`` can never pick a built-in file of the same name
+(Hydra's search path puts the packaged configs first)."""
+
+
+def write_data_config(out: Path, meta: Meta) -> tuple[Path, list[str]]:
+    """Writes ``OUT/conf/data/local_<name>.yaml``; returns it with the objmtl-train commands that train on OUT
+    (empty when no objmtl-train task fits the shards): the one using that file, and one without it."""
     out = Path(out).resolve()
-    name = re.sub(r"[^A-Za-z0-9_]+", "_", out.name).strip("_") or "converted"
+    name = LOCAL_PREFIX + (re.sub(r"[^A-Za-z0-9_]+", "_", out.name).strip("_") or "converted")
     path = out / "conf" / "data" / f"{name}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     task = _task_of(meta)
     if not task:
         note = (f"# These shards carry {', '.join(meta.tasks)}; objmtl-train has no task for them yet.\n")
         path.write_text(note + "defaults:\n  - shards\n  - _self_\n\n" + f"root: {out}\n", encoding="utf-8")
-        return path, f"(no objmtl-train task for {', '.join(meta.tasks)} yet; data config kept for when it lands)"
-    command = f"objmtl-train --config-dir {out / 'conf'} task={task} data={name}"
+        return path, []
     base = DATA_CONFIG_OF_TASK.get(task, "shards")
+    commands = [f"objmtl-train --config-dir {out / 'conf'} task={task} data={name}",
+                f"objmtl-train task={task} data={base} data.root={out}"]
     path.write_text(
-        f"# Written by objmtl-data convert. Train on it with:\n#   {command}\n"
-        f"# or, without this file: objmtl-train task={task} data={base} data.root={out}\n"
+        f"# Written by objmtl-data convert. Train on it with:\n#   {commands[0]}\n"
+        f"# or, without this file: {commands[1]}\n"
         f"defaults:\n  - {base}\n  - _self_\n\n"
         f"root: {out}\n" + {"det": DET_DEFAULTS, "seg": SEG_DEFAULTS}.get(task, ""), encoding="utf-8")
-    return path, command
+    return path, commands
