@@ -48,9 +48,9 @@ def paths(tmp_path: Path) -> dict[str, str]:
 # (module, argv with {tmp}/{notes}/{run} placeholders, the path the error line names)
 CASES = [
     ("objmtl.cli.test", ["{tmp}/missing_dir"], "{tmp}/missing_dir: no such run directory or checkpoint"),
-    ("objmtl.cli.test", ["{notes}"], "{notes}: not a checkpoint file"),
+    ("objmtl.cli.test", ["{notes}"], "{notes}: not a checkpoint"),
     ("objmtl.cli.test", ["{tmp}"], "{tmp}: not a run directory"),
-    ("objmtl.cli.export", ["onnx", "{notes}", "--out", "{tmp}/x.onnx"], "{notes}: not a checkpoint file"),
+    ("objmtl.cli.export", ["onnx", "{notes}", "--out", "{tmp}/x.onnx"], "{notes}: not a checkpoint"),
     ("objmtl.cli.export", ["onnx", "{tmp}/missing.ckpt", "--out", "{tmp}/x.onnx"],
      "{tmp}/missing.ckpt: no such run directory or checkpoint"),
     ("objmtl.cli.data", ["inspect", "{tmp}/missing/"], "{tmp}/missing: no such shard folder"),
@@ -63,7 +63,7 @@ CASES = [
     ("objmtl.cli.predict", ["{tmp}/missing.ckpt", "{tmp}/missing_input"],
      "{tmp}/missing.ckpt: no such run directory or checkpoint"),
     ("objmtl.cli.predict", ["{tmp}/m.onnx", "{tmp}"], "{tmp}/m.onnx: no such ONNX file"),
-    ("objmtl.cli.predict", ["{notes}", "{tmp}"], "{notes}: not a model file"),
+    ("objmtl.cli.predict", ["{notes}", "{tmp}"], "{notes}: not a model"),
     ("objmtl.cli.predict", ["{run}", "{tmp}/missing_input"], "{tmp}/missing_input: no such file or folder"),
     ("objmtl.cli.ckpt", ["show", "{tmp}/missing.ckpt"], "{tmp}/missing.ckpt: no such run directory or checkpoint"),
 ]

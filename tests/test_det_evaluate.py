@@ -74,12 +74,14 @@ def test_objmtl_test_writes_metrics_pictures_and_coco_results(det_run: Path, syn
     assert np.all(np.diff([d["score"] for d in dets if d["image_id"] == dets[0]["image_id"]]) <= 0)
 
 
-def test_the_cli_passes_the_detection_options_on(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_cli_passes_the_detection_options_on(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     import objmtl.runs.evaluate
     from objmtl.cli.test import main
 
     calls = []
     monkeypatch.setattr(objmtl.runs.evaluate, "evaluate", lambda source, **kw: calls.append((source, kw)))
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
     main(["run", "--eval", "bbox", "map", "recall", "data.num_workers=0", "--show-dir", "d", "--out", "r.json"])
     source, kw = calls[0]
     assert source == Path("run") and kw["eval_metrics"] == ["bbox", "map", "recall"]

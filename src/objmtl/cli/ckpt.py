@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from objmtl.cli.errors import report_user_errors
-from objmtl.cli.paths import already_imported, check_checkpoint
+from objmtl.cli.paths import check_checkpoint
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,8 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     with report_user_errors():
-        if not already_imported("objmtl.runs.ckpt_tools"):  # a wrong path answers before torch loads
-            check_checkpoint(args.ckpt)
+        check_checkpoint(args.ckpt)  # a wrong path answers before torch loads
         from objmtl.runs import ckpt_tools
         from objmtl.runs.evaluate import find_checkpoint
 

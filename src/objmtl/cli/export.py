@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from objmtl.cli.errors import report_user_errors
-from objmtl.cli.paths import already_imported, check_checkpoint
+from objmtl.cli.paths import check_checkpoint
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,8 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     with report_user_errors():
-        if not already_imported("objmtl.export.pipeline"):  # a wrong path answers before torch and onnx load
-            check_checkpoint(args.ckpt)
+        check_checkpoint(args.ckpt)  # a wrong path answers before torch and onnx load
         from objmtl.export.pipeline import run_export
         from objmtl.runs.evaluate import find_checkpoint
 

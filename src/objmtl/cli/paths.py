@@ -8,34 +8,34 @@ This module imports only the standard library and :mod:`objmtl.errors`.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from objmtl.errors import UserError
 
-__all__ = ["CHECKPOINT_SUFFIXES", "already_imported", "check_checkpoint", "check_exists", "check_model"]
-
-CHECKPOINT_SUFFIXES = (".ckpt", ".pth", ".pt")
-_SUFFIXES = ", ".join(CHECKPOINT_SUFFIXES[:-1]) + " or " + CHECKPOINT_SUFFIXES[-1]
+__all__ = ["check_checkpoint", "check_exists", "check_model", "looks_like_checkpoint"]
 
 
-def already_imported(module: str) -> bool:
-    """Whether ``module`` is loaded already. The early checks only exist to answer before the heavy
-    imports; once those are paid (a caller in Python, a test that stubs the worker function), the
-    command leaves the checking to the code it calls."""
-    return module in sys.modules
+def looks_like_checkpoint(path: Path) -> bool:
+    """torch's zip format or a legacy pickle, by the first bytes (the test :func:`torch.load`'s caller
+    ``objmtl.runs.checkpoint.load_checkpoint`` makes too); any file name."""
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except OSError:
+        return False
+    return magic.startswith(b"PK") or magic[:1] == b"\x80"
 
 
 def check_checkpoint(path: str | Path) -> Path:
-    """A run directory (holding ``checkpoints/`` or ``config.yaml``) or a .ckpt / .pth / .pt file."""
+    """A run directory (holding ``checkpoints/`` or ``config.yaml``) or a checkpoint file."""
     path = Path(path)
     if path.is_dir():
         if not ((path / "checkpoints").is_dir() or (path / "config.yaml").is_file()):
             raise UserError(f"{path}: not a run directory (no checkpoints/ or config.yaml inside)")
     elif not path.exists():
         raise UserError(f"{path}: no such run directory or checkpoint")
-    elif path.suffix.lower() not in CHECKPOINT_SUFFIXES:
-        raise UserError(f"{path}: not a checkpoint file ({_SUFFIXES}) or a run directory")
+    elif not looks_like_checkpoint(path):
+        raise UserError(f"{path}: not a checkpoint (neither torch's zip format nor a pickle)")
     return path
 
 
@@ -46,8 +46,8 @@ def check_model(path: str | Path) -> Path:
         if not path.is_file():
             raise UserError(f"{path}: no such ONNX file")
         return path
-    if path.is_file() and path.suffix.lower() not in CHECKPOINT_SUFFIXES:
-        raise UserError(f"{path}: not a model file (.onnx, {_SUFFIXES}) or a run directory")
+    if path.is_file() and not looks_like_checkpoint(path):
+        raise UserError(f"{path}: not a model (an .onnx file, a checkpoint or a run directory)")
     return check_checkpoint(path)
 
 

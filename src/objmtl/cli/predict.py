@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from objmtl.cli.errors import report_user_errors
-from objmtl.cli.paths import already_imported, check_exists, check_model
+from objmtl.cli.paths import check_exists, check_model
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,9 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     with report_user_errors():
-        if not already_imported("objmtl.export.predict"):  # a wrong path answers before torch loads
-            check_model(args.model)
-            check_exists(args.input)
+        check_model(args.model)  # a wrong path answers before torch loads
+        check_exists(args.input)
         from objmtl.export.predict import predict
 
         predict(args.model, args.input, out=args.out, batch_size=args.batch_size, score_thr=args.score_thr,

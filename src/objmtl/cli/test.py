@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from objmtl.cli.errors import report_user_errors
-from objmtl.cli.paths import already_imported, check_checkpoint
+from objmtl.cli.paths import check_checkpoint
 from objmtl.errors import UserError
 
 
@@ -64,8 +64,7 @@ def main(argv: list[str] | None = None) -> None:
         bad = [o for o in args.overrides if "=" not in o]
         if bad:
             raise UserError(f"{bad[0]}: overrides are key=value")
-        if not already_imported("objmtl.runs.evaluate"):  # a wrong path answers before torch loads
-            check_checkpoint(args.source)
+        check_checkpoint(args.source)  # a wrong path answers before torch loads
         from objmtl.runs.evaluate import evaluate
 
         evaluate(args.source, split=args.split, data_root=args.data, out=args.out, metrics_out=args.metrics_out,
