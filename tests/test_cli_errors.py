@@ -55,6 +55,9 @@ def test_errors_while_instantiating_name_the_key(synth_root: Path, tmp_path: Pat
     result = run_cli("objmtl-train", "+trainer.foo=1", f"data.root={synth_root}", "debug=fast",
                      f"hydra.run.dir={tmp_path / 'r'}", cwd=tmp_path)
     _one_error(result, "trainer.foo", "not an argument")
+    result = run_cli("objmtl-train", f"data.root={synth_root}", "data.batch_size=100", "debug=fast",
+                     f"hydra.run.dir={tmp_path / 'r2'}", cwd=tmp_path)  # 84 training images
+    _one_error(result, "data.batch_size=100", "no whole training batch")
 
 
 def test_hydra_message_drops_the_search_path() -> None:

@@ -179,6 +179,9 @@ def train(cfg: DictConfig, *, overrides: Sequence[str] = ()) -> dict[str, Any]:
         if trainer.interrupted:
             report_interrupted(trainer, run_dir)
         raise
+    if trainer.num_training_batches == 0 and trainer.global_step == 0 and cfg.trainer.get("limit_train_batches") != 0:
+        raise UserError(f"data.batch_size={cfg.data.get('batch_size')}: no whole training batch for each of the "
+                        f"{trainer.world_size} process(es) (batches drop their remainder); lower data.batch_size")
 
     summary = _summary(trainer, run_dir)
     summary["val"] = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
