@@ -12,6 +12,8 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import WeightAveraging
+from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor, nn
 from torch.optim import Optimizer
 from torchmetrics import MeanMetric
@@ -167,9 +169,36 @@ class BaseTask(L.LightningModule):
     # ---- checkpoints ----
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Every checkpoint carries the run config; a full one also the RNG states.
+
+        A weights-only save (``ModelCheckpoint(save_weights_only=True)``: ``checkpoints/best.ckpt``)
+        has no ``optimizer_states``. It keeps the weights, the config, epoch and step, and drops
+        what only a resume reads (loop progress, the datamodule's position, RNG states). Lightning
+        calls no callback's ``on_save_checkpoint`` for such a save, so the EMA average
+        (``callbacks=ema``) is put into its ``state_dict`` here, as a full save gets it.
+        """
         checkpoint["objmtl"] = {"version": objmtl.__version__, "config": self.run_config}
-        checkpoint["rng_states"] = _collect_rng()
+        if "optimizer_states" in checkpoint:
+            checkpoint["rng_states"] = _collect_rng()
+            return
+        checkpoint.pop("loops", None)
+        trainer = self._trainer
+        if trainer is None:
+            return
+        if trainer.datamodule is not None:
+            checkpoint.pop(type(trainer.datamodule).__qualname__, None)
+        for callback in trainer.callbacks:  # type: ignore[attr-defined]
+            if isinstance(callback, WeightAveraging) and getattr(callback, "_average_model", None) is not None:
+                callback.on_save_checkpoint(trainer, self, checkpoint)  # state_dict := the average
+                checkpoint.pop("current_model_state", None)  # the raw weights: only a resume needs them
+                checkpoint.pop("averaging_state", None)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if (self._trainer is not None and self.trainer.state.fn == TrainerFn.FITTING
+                and "optimizer_states" not in checkpoint):
+            raise UserError(f"{self.trainer.ckpt_path}: holds weights only (no optimizer, schedule or loop state; "
+                            "checkpoints/best.ckpt is such a file), so training cannot continue from it: "
+                            "resume=RUN_DIR or ckpt_path=RUN_DIR/checkpoints/last.ckpt continues a run, "
+                            "load_from=CKPT starts a new one from its weights")
         if "rng_states" in checkpoint and self._trainer is not None and self.trainer.training:
             _restore_rng(checkpoint["rng_states"])
