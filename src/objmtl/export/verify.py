@@ -3,7 +3,8 @@
 Both sides run the same graph module (:mod:`objmtl.export.graphs`) on the same preprocessed batch
 (:class:`~objmtl.export.preprocess.Preprocessor`): PyTorch eagerly, onnxruntime from the file.
 Float outputs are compared by max absolute difference; integer outputs (labels, counts) must be
-equal. For in-graph NMS only the filled detection slots are compared (count per image first).
+equal. For in-graph NMS only the filled detection slots are compared (count per image first), each
+PyTorch detection against its closest onnxruntime one of the same label (tied scores may swap places).
 """
 
 from __future__ import annotations
@@ -58,6 +59,24 @@ class Parity:
         return not self.problems and all(v <= tolerance for v in self.diffs.values())
 
 
+def _pairing(ours: Sequence[np.ndarray], theirs: Sequence[np.ndarray], image: int, n: int) -> np.ndarray:
+    """The order of onnxruntime's first ``n`` detections of ``image`` that pairs each with PyTorch's.
+
+    Detections whose scores tie (common in a barely trained model) may leave NMS in either order, since the
+    two runtimes' scores differ in the last bits; each PyTorch detection is paired with the one of the same
+    label whose box and score are closest (an assignment, so none is used twice)."""
+    from scipy.optimize import linear_sum_assignment
+
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    boxes_a, boxes_b = ours[0][image, :n].astype(np.float64), theirs[0][image, :n].astype(np.float64)
+    cost = np.abs(boxes_a[:, None, :] - boxes_b[None, :, :]).max(-1)
+    cost += np.abs(ours[1][image, :n, None].astype(np.float64) - theirs[1][image, None, :n].astype(np.float64))
+    cost += 1e9 * (ours[2][image, :n, None] != theirs[2][image, None, :n])
+    rows, cols = linear_sum_assignment(cost)
+    return cols[np.argsort(rows)]
+
+
 def compare(ours: Sequence[np.ndarray], theirs: Sequence[np.ndarray], *, names: Sequence[str],
             detections: bool | Sequence[Sequence[str]] = False) -> Parity:
     """Compares PyTorch (``ours``) and onnxruntime (``theirs``) outputs of one batch. ``detections``: the
@@ -80,9 +99,10 @@ def compare(ours: Sequence[np.ndarray], theirs: Sequence[np.ndarray], *, names: 
         if not np.array_equal(counts_a, counts_b):
             parity.problems.append(f"{names[3]}: detections per image differ ({counts_a.tolist()} vs {counts_b.tolist()})")
             return parity
+        orders = [_pairing(ours, theirs, b, int(n)) for b, n in enumerate(counts_a)]
         for i, name in enumerate(names[:3]):
             a = np.concatenate([ours[i][b, :n] for b, n in enumerate(counts_a)])
-            b_ = np.concatenate([theirs[i][b, :n] for b, n in enumerate(counts_a)])
+            b_ = np.concatenate([theirs[i][b, order] for b, order in enumerate(orders)])
             if np.issubdtype(a.dtype, np.integer):
                 unequal = int((a != b_).sum())
                 if unequal:
