@@ -44,4 +44,4 @@ def test_bf16_mixed_trains_and_validates(task: str, synth_root: Path, tmp_path: 
                                                "test_after_fit=false", run_dir=tmp_path))
     assert torch.bfloat16 in seen.dtypes
     assert summary["val"] and all(math.isfinite(v) for v in summary["val"].values())
-    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    assert (tmp_path / "checkpoints" / "best.ckpt").is_file()  # debug=fast keeps one checkpoint: best

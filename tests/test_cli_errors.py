@@ -107,6 +107,17 @@ def test_device_rules(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCapture
     devices.check_train_devices({"accelerator": "gpu", "devices": 4, "strategy": "ddp"})
 
 
+def test_the_commands_make_openmp_threads_wait_passively() -> None:
+    """Spinning OpenMP threads made a training 4.4x slower beside another job (docs/benchmarks.md)."""
+    code = "import os, objmtl.cli; print(os.environ['OMP_WAIT_POLICY'])"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.strip() == "PASSIVE"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**env, "OMP_WAIT_POLICY": "ACTIVE"})
+    assert out.stdout.strip() == "ACTIVE"  # the user's choice stays
+
+
 def test_usable_cpus_reads_the_cgroup_quota(tmp_path: Path) -> None:
     (tmp_path / "cpu.max").write_text("150000 100000\n")
     assert cgroup_cpu_quota(tmp_path) == 1.5

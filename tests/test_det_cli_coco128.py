@@ -20,8 +20,8 @@ def test_convert_train_and_test_coco128_from_the_cli(real_data: Path, tmp_path: 
                       "--images", "images/train2017", "--labels", "labels/train2017", "--names", "config.yaml",
                       "--val-fraction", "0.25", "--seed", "0", "--workers", "1", "--out", str(shards))
     assert convert.returncode == 0, convert.stderr
-    data_cfg = shards / "conf" / "data" / "coco128.yaml"
-    command = f"objmtl-train --config-dir {shards / 'conf'} task=det data=coco128"
+    data_cfg = shards / "conf" / "data" / "local_coco128.yaml"
+    command = f"objmtl-train --config-dir {shards / 'conf'} task=det data=local_coco128"
     assert command in convert.stdout
     written = yaml.safe_load(data_cfg.read_text())
     assert written["defaults"][0] == "det" and written["group_by_aspect"] is True
@@ -29,7 +29,7 @@ def test_convert_train_and_test_coco128_from_the_cli(real_data: Path, tmp_path: 
     train = run_cli(*command.split(), "debug=fast", "data.image_size=128", "data.batch_size=2", "model.fpn_channels=32",
                     "model.num_convs=1", "logger=csv", f"hydra.run.dir={run}", cwd=tmp_path)
     assert train.returncode == 0, train.stderr[-3000:]
-    assert (run / "checkpoints" / "last.ckpt").is_file()
+    assert (run / "checkpoints" / "best.ckpt").is_file()  # debug=fast keeps one checkpoint: best
 
     preds, show = tmp_path / "preds.json", tmp_path / "show"
     test = run_cli("objmtl-test", str(run), "--eval", "bbox", "map", "--out", str(preds), "--show-dir", str(show),

@@ -39,9 +39,9 @@ def test_convert_train_and_test_coco128_val_lightly_from_the_cli(real_data: Path
                       "semantic_segmentation/config.yaml", "--val-fraction", "0.2", "--seed", "0", "--workers", "1",
                       "--out", str(shards))
     assert convert.returncode == 0, convert.stderr
-    command = f"objmtl-train --config-dir {shards / 'conf'} task=seg data=lightly"
+    command = f"objmtl-train --config-dir {shards / 'conf'} task=seg data=local_lightly"
     assert command in convert.stdout
-    written = yaml.safe_load((shards / "conf" / "data" / "lightly.yaml").read_text())
+    written = yaml.safe_load((shards / "conf" / "data" / "local_lightly.yaml").read_text())
     assert written["defaults"][0] == "seg"
     meta = read_meta(shards)
     assert len(meta.mask_classes) == 129 and "unlabeled" not in meta.mask_classes  # 0/unlabeled -> 255

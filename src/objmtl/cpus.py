@@ -10,7 +10,7 @@ import math
 import os
 from pathlib import Path
 
-__all__ = ["cgroup_cpu_quota", "usable_cpus"]
+__all__ = ["cap_torch_threads", "cgroup_cpu_quota", "usable_cpus"]
 
 
 def cgroup_cpu_quota(root: str | Path = "/sys/fs/cgroup") -> float | None:
@@ -40,3 +40,15 @@ def usable_cpus() -> int:
     if quota is not None:
         n = min(n, max(1, math.ceil(quota)))
     return max(1, n)
+
+
+def cap_torch_threads() -> int:
+    """Lowers torch's intra-op threads to :func:`usable_cpus` (OpenMP counts the affinity mask, not a cgroup
+    quota); a number the user set with ``OMP_NUM_THREADS`` or ``torch.set_num_threads`` below it is kept.
+    Returns the number in use."""
+    import torch
+
+    n = usable_cpus()
+    if torch.get_num_threads() > n:
+        torch.set_num_threads(n)
+    return torch.get_num_threads()

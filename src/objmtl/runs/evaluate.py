@@ -12,6 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
 
 from objmtl.config import register_resolvers
+from objmtl.cpus import cap_torch_threads
 from objmtl.errors import UserError
 from objmtl.runs.checkpoint import config_from_checkpoint, load_checkpoint, state_dict_of
 from objmtl.runs.devices import check_eval_devices
@@ -77,6 +78,7 @@ def evaluate(source: str | Path, *, split: str | None = None, data_root: str | P
     check_eval_devices(accelerator=accelerator, devices=devices)
     register_resolvers()
     quiet_lightning()
+    cap_torch_threads()
     ckpt_path = find_checkpoint(source)
     ckpt = load_checkpoint(ckpt_path, trust=trust)
     cfg = OmegaConf.create(config_from_checkpoint(ckpt, ckpt_path))

@@ -15,6 +15,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from objmtl.config import register_resolvers
+from objmtl.cpus import cap_torch_threads
 from objmtl.errors import UserError
 from objmtl.runs.checkpoint import config_from_checkpoint, load_checkpoint, load_weights
 from objmtl.runs.devices import check_train_devices
@@ -147,6 +148,7 @@ def train(cfg: DictConfig, *, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """
     register_resolvers()
     quiet_lightning()
+    cap_torch_threads()
     cfg, fit_ckpt = _stored_config(cfg, overrides)
     check_train_devices(cfg.trainer, choice=_choice("trainer"))
     _check_task_model(cfg)
