@@ -124,7 +124,12 @@ def evaluate(source: str | Path, *, split: str | None = None, data_root: str | P
     if fused is not None and trainer.is_global_zero:
         print(f"fused {fused} conv + BatchNorm pairs")
     run = trainer.validate if split == "val" else trainer.test
-    outcome = run(task, datamodule=datamodule, verbose=False)
+    try:
+        outcome = run(task, datamodule=datamodule, verbose=False)
+    except SystemExit:  # Lightning's way out of a Ctrl-C
+        if trainer.interrupted:
+            raise KeyboardInterrupt from None  # the command says "interrupted" in one line, exit 130
+        raise
     # one dict per evaluation loader (task=mtl has one per head); epoch-level metrics are in each
     metrics = {k: float(v) for per_loader in outcome or [] for k, v in per_loader.items()}
     if not trainer.is_global_zero:
