@@ -46,7 +46,7 @@ pipeline-pretrain: install
 	    -p "$(PRETRAIN_ARGS)" -f "$(FINETUNE_ARGS)" $(ARGS)
 
 test: install
-	$(BIN)/pytest --durations=20 $(PYTEST_ARGS)
+	$(BIN)/pytest --durations=40 $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check src tests

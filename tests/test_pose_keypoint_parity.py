@@ -90,7 +90,8 @@ def test_keypoint_ap_matches_pycocotools_on_tiny_coco(real_data: Path, tmp_path:
     done = run_cli("objmtl-data", "convert", "--format", "coco", "--src", str(src), "--ann", f"train={ANN}",
                    "--images", "train2017", "--val-fraction", "0", "--out", str(out))
     assert done.returncode == 0, done.stderr
-    assert f"task=pose data={out.name}" in done.stdout  # keypoint shards: the printed command trains pose
+    assert "task=pose data=local_shards" in done.stdout  # keypoint shards: the printed commands train pose
+    assert f"task=pose data=pose data.root={out}" in done.stdout
     gt_json = json.loads((src / ANN).read_text())
     results = _perturbed_predictions(gt_json)
     reference = _pycocotools(src / ANN, results)

@@ -11,6 +11,7 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
 
+from objmtl.callbacks.ctrl_c import InterruptBetweenSteps
 from objmtl.config import register_resolvers
 from objmtl.cpus import cap_torch_threads
 from objmtl.errors import UserError
@@ -120,7 +121,7 @@ def evaluate(source: str | Path, *, split: str | None = None, data_root: str | P
     outputs = outputs_cls(keep=bool(out or show_dir))
     trainer = L.Trainer(accelerator=accelerator, devices=devices, strategy="ddp" if devices > 1 else "auto",
                         logger=False, enable_checkpointing=False, default_root_dir=str(work),
-                        enable_model_summary=False, callbacks=[outputs])
+                        enable_model_summary=False, callbacks=[outputs, InterruptBetweenSteps()])
     if fused is not None and trainer.is_global_zero:
         print(f"fused {fused} conv + BatchNorm pairs")
     run = trainer.validate if split == "val" else trainer.test

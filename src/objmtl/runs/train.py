@@ -14,6 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from objmtl.callbacks.ctrl_c import InterruptBetweenSteps
 from objmtl.config import register_resolvers
 from objmtl.cpus import cap_torch_threads
 from objmtl.errors import UserError
@@ -173,6 +174,7 @@ def train(cfg: DictConfig, *, overrides: Sequence[str] = ()) -> dict[str, Any]:
     callbacks = _instantiate_all(cfg.get("callbacks"))
     if cfg.trainer.get("enable_progress_bar") is False:  # Lightning refuses a bar callback with the bar off
         callbacks = [c for c in callbacks if not isinstance(c, L.pytorch.callbacks.ProgressBar)]
+    callbacks.append(InterruptBetweenSteps())
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks,
                                      logger=_instantiate_all(cfg.get("logger")) or False)
     try:
