@@ -21,18 +21,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from shared_machine import _split  # bench/ is on sys.path when this script runs
+
 BIN = Path(sys.executable).parent
 TASKS = ["cls", "det", "seg", "pose", "mtl", "ssl"]
-
-
-def _split(variant: str) -> tuple[dict[str, str], list[str]]:
-    env, args = {}, []
-    for word in variant.split():
-        if word == "-":
-            continue
-        key, _, value = word.partition("=")
-        (env.__setitem__(key, value) if key.isupper() else args.append(word))
-    return env, args
 
 
 def main() -> None:
