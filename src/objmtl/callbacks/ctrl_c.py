@@ -2,7 +2,8 @@
 
 Python raises ``KeyboardInterrupt`` wherever the main thread happens to be: inside a queue's lock, a
 pin-memory hand-over or a checkpoint write. A run interrupted there can hang at tear-down (its loader
-shutdown waits on a lock nobody will release; seen once in a few full-suite runs). This callback turns the
+shutdown waiting on a lock nobody will release: the likely cause, not proven, of a Ctrl-C test whose process
+did not exit within 180 s in one full-suite run). This callback turns the
 first SIGINT into a flag and raises ``KeyboardInterrupt`` itself at the next batch boundary, from plain
 Python code, where Lightning's own Ctrl-C handling (tear-down, then ``sys.exit``) takes over as before.
 
