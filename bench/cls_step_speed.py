@@ -1,9 +1,10 @@
 """One classifier training step on the CPU, median of 10 after 2 warm-up steps.
 
-    python bench/cls_step_speed.py mkldnn resnet18 64 [cl]
+    python bench/cls_step_speed.py mkldnn resnet18 64 [cl] [bf16]
 
 Arguments: ``mkldnn`` or ``nomkldnn`` (oneDNN convolutions on or off), a torchvision model name, the image
-side, and ``cl`` for channels_last. Batch 32, 4 classes, AdamW, 2 intra-op threads.
+side, then any of ``cl`` (channels_last), ``fused`` (AdamW's fused kernel) and ``bf16`` (forward under CPU autocast to bfloat16, as
+``trainer.precision=bf16-mixed`` does). Batch 32, 4 classes, AdamW, 2 intra-op threads.
 """
 
 from __future__ import annotations
@@ -21,15 +22,17 @@ def main() -> None:
         torch.backends.mkldnn.enabled = False
     name, size = sys.argv[2], int(sys.argv[3])
     model = getattr(torchvision.models, name)(num_classes=4)
-    opt = torch.optim.AdamW(model.parameters(), 1e-3)
+    opt = torch.optim.AdamW(model.parameters(), 1e-3, fused="fused" in sys.argv[4:] or None)
     x, y = torch.randn(32, 3, size, size), torch.randint(0, 4, (32,))
-    if len(sys.argv) > 4 and sys.argv[4] == "cl":
+    flags = sys.argv[4:]
+    if "cl" in flags:
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
     times = []
     for _ in range(12):
         start = time.perf_counter()
-        loss = torch.nn.functional.cross_entropy(model(x), y)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled="bf16" in flags):
+            loss = torch.nn.functional.cross_entropy(model(x), y)
         opt.zero_grad()
         loss.backward()
         opt.step()

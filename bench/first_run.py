@@ -1,6 +1,7 @@
 """A new user's first run of each task kind: ``objmtl-train task=T`` with no other argument, timed.
 
     python bench/first_run.py [--task det --task seg ...] [--variant 'trainer.max_epochs=3' ...] [--fresh-cache]
+        [--keep DIR]
 
 For each task (default: cls det seg pose mtl ssl) and variant (``-`` is the plain command), it runs
 ``objmtl-train task=T VARIANT`` in a temporary run directory and prints the wall time of the whole command
@@ -33,6 +34,7 @@ def main() -> None:
     p.add_argument("--variant", action="append", default=None, help="overrides (and ENV=value) of one variant")
     p.add_argument("--fresh-cache", action="store_true",
                    help="an empty OBJMTL_CACHE for each run: the synthetic set is written inside the timed command")
+    p.add_argument("--keep", type=Path, default=None, help="move each run directory here instead of deleting it")
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="objmtl-first-run-"))
     rows = []
@@ -57,7 +59,11 @@ def main() -> None:
                 rows.append((task, variant, wall, best.get("metric"), best.get("value"), test))
                 print(f"{task:5s} {variant:40s} {wall:7.1f} s  {best.get('metric')} = {best.get('value', 0):.3f}  "
                       f"test {test}", flush=True)
-                shutil.rmtree(run, ignore_errors=True)
+                if args.keep:
+                    args.keep.mkdir(parents=True, exist_ok=True)
+                    shutil.move(run, args.keep / run.name)
+                else:
+                    shutil.rmtree(run, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"\n{'task':5s} {'variant':40s} {'wall s':>7s}  best")

@@ -47,7 +47,7 @@ def decoded(shards: Path) -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def cfg(shards: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    return compose_train("data=det", f"data.root={shards}", run_dir=tmp_path_factory.mktemp("run"))
+    return compose_train("data=det", f"data.root={shards}", "data.image_size=128", run_dir=tmp_path_factory.mktemp("run"))
 
 
 def test_flip_mirrors_boxes_with_their_labels_crowd_flags_and_areas(decoded: list[dict[str, Any]]) -> None:

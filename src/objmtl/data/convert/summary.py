@@ -39,10 +39,16 @@ DATA_CONFIG_OF_TASK = {"cls": "shards", "det": "det", "seg": "seg", "pose": "pos
 
 
 DET_DEFAULTS = ("image_size: 512  # the longest side, as the images are fed (data.image_size=N to change)\n"
-                "group_by_aspect: true  # batches of one orientation: less padding\n")
+                "group_by_aspect: true  # batches of one orientation: less padding\n"
+                "num_workers: 2  # loader processes (data=det has 0, for its small synthetic set on a CPU)\n")
 
 
-SEG_DEFAULTS = "image_size: 512  # the training crop side (data.image_size=N to change)\n"
+SEG_DEFAULTS = ("image_size: 512  # the training crop side (data.image_size=N to change)\n"
+                "num_workers: 2  # loader processes (data=seg has 0, for its small synthetic set on a CPU)\n")
+
+
+POSE_DEFAULTS = ("image_size: [256, 192]  # (h, w) of a person crop, SimpleBaseline's COCO size\n"
+                 "num_workers: 2  # loader processes (data=pose has 0, for its small synthetic set on a CPU)\n")
 
 
 def _task_of(meta: Meta) -> str:
@@ -80,5 +86,5 @@ def write_data_config(out: Path, meta: Meta) -> tuple[Path, list[str]]:
         f"# Written by objmtl-data convert. Train on it with:\n#   {commands[0]}\n"
         f"# or, without this file: {commands[1]}\n"
         f"defaults:\n  - {base}\n  - _self_\n\n"
-        f"root: {out}\n" + {"det": DET_DEFAULTS, "seg": SEG_DEFAULTS}.get(task, ""), encoding="utf-8")
+        f"root: {out}\n" + {"det": DET_DEFAULTS, "seg": SEG_DEFAULTS, "pose": POSE_DEFAULTS}.get(task, ""), encoding="utf-8")
     return path, commands
