@@ -44,7 +44,10 @@ def meta_of(root: str | None, synth: dict[str, Any] | None, sources: list[dict[s
     """The Meta a run trains with: one shard set's, or the merged label space of ``sources``."""
     if sources:
         return merge_metas([read_meta(Path(s["root"]).expanduser()) for s in sources])[0]
-    return read_meta(resolve_root(root, synth))
+    path = resolve_root(root, synth)
+    if not root and synth:  # ${meta:...} in a transform is read before prepare_data: write the set on first use
+        ensure_synth(path, synth)
+    return read_meta(path)
 
 
 def ensure_synth(root: Path, synth: dict[str, Any]) -> None:
