@@ -68,7 +68,7 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"\n{'task':5s} {'variant':40s} {'wall s':>7s}  best")
     for task, variant, wall, metric, value, _ in rows:
-        print(f"{task:5s} {variant:40s} {wall:7.1f}  {metric} = {value:.3f}")
+        print(f"{task:5s} {variant:40s} {wall:7.1f}  {metric} = {value or 0:.3f}")
 
 
 if __name__ == "__main__":

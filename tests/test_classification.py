@@ -26,7 +26,7 @@ def _short_run(synth_root: Path, run_dir: Path, *extra: str, epochs: int = 2) ->
 
 @pytest.fixture(scope="session")
 def accurate_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
-    """make demo's recipe (48 px, 5 epochs) on the default synthetic set: trained once per session."""
+    """make demo's recipe (40 px, 5 epochs) on the default synthetic set: trained once per session."""
     run_dir = tmp_path_factory.mktemp("cls-run")
     cfg = compose_train("experiment=cls_resnet18_synth", "data.num_workers=1", run_dir=run_dir)
     return run_dir, train(cfg)

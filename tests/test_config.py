@@ -85,3 +85,15 @@ def test_missing_data_root_is_one_line(tmp_path: Path) -> None:
     result = run_cli("objmtl-train", f"data.root={tmp_path / 'nowhere'}", cwd=tmp_path, timeout=120)
     assert result.returncode == 2
     assert result.stderr.strip() == f"error: {tmp_path / 'nowhere'}: no such shard folder"
+
+
+def test_task_seg_drops_the_rescale_only_on_the_synthetic_set(tmp_path: Path) -> None:
+    """task=seg trains the synthetic shapes without data=seg's random rescale; your shards keep it."""
+    def targets(*overrides: str) -> list[str]:
+        cfg = compose_train("task=seg", *overrides, run_dir=tmp_path)
+        return [t._target_.rsplit(".", 1)[-1] for t in cfg.data.train_transform.transforms]
+
+    assert "RandomScale" not in targets()
+    with_rescale = targets("data=seg")
+    assert "RandomScale" in with_rescale
+    assert [t for t in with_rescale if t != "RandomScale"] == targets()
