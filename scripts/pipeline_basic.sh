@@ -21,13 +21,16 @@ shift $((OPTIND - 1))
 RUN="$OUT/run"
 PRED="$OUT/predictions.json"; [ "$TASK" = seg ] && PRED="$OUT/predictions"   # seg: a folder of class-index PNGs
 mkdir -p "$OUT"
+SEG_DATA=()
 set -x
 if [ -z "$DATA" ]; then                                                      # 1. pack data
   DATA="$OUT/data"
   [ -f "$DATA/meta.json" ] || "$BIN/objmtl-data" synth --out "$DATA" --n "${SYNTH_N:-2000}" --seed 0
+elif [ "$TASK" = seg ] && [[ " $* " != *" data="* ]]; then
+  SEG_DATA=(data=seg)  # your shards keep data=seg's rescale; task=seg's default (data=seg_synth) is for the synthetic set
 fi
 "$BIN/objmtl-data" inspect "$DATA" > "$OUT/inspect.txt"
-"$BIN/objmtl-train" "task=$TASK" "data.root=$DATA" "hydra.run.dir=$RUN" "$@"   # 2. train
+"$BIN/objmtl-train" "task=$TASK" ${SEG_DATA[@]+"${SEG_DATA[@]}"} "data.root=$DATA" "hydra.run.dir=$RUN" "$@"   # 2. train
 "$BIN/objmtl-test" "$RUN" --out "$PRED" --show-dir "$OUT/show" data.num_workers=0  # 3. evaluate
 "$BIN/objmtl-export" onnx "$RUN" --out "$OUT/export/model.onnx" --dynamic --verify \
     --image "$DATA" --triton "$OUT/export/triton"                               # 4. export + verify

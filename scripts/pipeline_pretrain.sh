@@ -26,17 +26,19 @@ read -r -a PRE_ARGS <<< "$PRE"
 read -r -a FT_ARGS <<< "$FT"
 mkdir -p "$OUT"
 set -x
-VIEWS=()
+VIEWS=() SEG_DATA=()
 if [ -z "$DATA" ]; then                                                                # 1. pack data
   DATA="$OUT/data"
   [ -f "$DATA/meta.json" ] || "$BIN/objmtl-data" synth --out "$DATA" --n "${SYNTH_N:-2000}" --seed 0
   # random colours per image: grayscale views, or MoBY learns colour (docs/training_and_evaluating.md)
   [[ " $PRE $* " == *" data="* || " $PRE $* " == *" experiment="* ]] || VIEWS=(data=ssl_gray)
+elif [ "$TASK" = seg ] && [[ " $FT $* " != *" data="* ]]; then
+  SEG_DATA=(data=seg)  # your shards keep data=seg's rescale; task=seg's default (data=seg_synth) is for the synthetic set
 fi
 "$BIN/objmtl-train" task=ssl ${VIEWS[@]+"${VIEWS[@]}"} "data.root=$DATA" "hydra.run.dir=$OUT/pretrain" \
     test_after_fit=false "$@" ${PRE_ARGS[@]+"${PRE_ARGS[@]}"}                         # 2. pretrain (MoBY)
 "$BIN/objmtl-ckpt" wash "$OUT/pretrain" --out "$OUT/backbone.pth"                     # 3. keep the backbone
-"$BIN/objmtl-train" "task=$TASK" "data.root=$DATA" "load_from=$OUT/backbone.pth" \
+"$BIN/objmtl-train" "task=$TASK" ${SEG_DATA[@]+"${SEG_DATA[@]}"} "data.root=$DATA" "load_from=$OUT/backbone.pth" \
     "hydra.run.dir=$OUT/finetune" "$@" ${FT_ARGS[@]+"${FT_ARGS[@]}"}                  # 4. fine-tune
 "$BIN/objmtl-test" "$OUT/finetune" data.num_workers=0                                   # 5. evaluate
 "$BIN/objmtl-export" onnx "$OUT/finetune" --out "$OUT/export/model.onnx" --dynamic --verify \

@@ -46,8 +46,9 @@ def test_a_mask_of_another_size_is_a_user_error() -> None:
         SegmentationSamples()(_sample(mask=np.zeros((20, 20), np.uint8)))
 
 
-def test_the_seg_train_transform_moves_the_mask_with_the_image_and_pads_with_ignore(tmp_path) -> None:
-    cfg = compose_train("task=seg", "data.image_size=64", run_dir=tmp_path)
+@pytest.mark.parametrize("data", [(), ("data=seg",)], ids=["seg_synth", "seg"])
+def test_the_seg_train_transform_moves_the_mask_with_the_image_and_pads_with_ignore(data, tmp_path) -> None:
+    cfg = compose_train("task=seg", *data, "data.image_size=64", run_dir=tmp_path)
     adapter = SegmentationSamples(transform=instantiate(cfg.data.train_transform))
     adapter.reseed(0)
     h, w = 40, 60
@@ -67,7 +68,7 @@ def test_the_seg_train_transform_moves_the_mask_with_the_image_and_pads_with_ign
         if (m == 1).any() and (m == 0).any():
             assert gray[m == 1].mean() > gray[m == 0].mean()
         assert torch.equal(out["orig_mask"], torch.from_numpy(mask))
-    assert seen_pad  # 0.5x scale of a 64 px image: padded to the crop with ignore
+    assert seen_pad  # a 40x60 image resized to 43x64 (and 0.5x-2x scaled under data=seg): padded with ignore
 
 
 def test_collate_pads_images_with_zero_and_masks_with_ignore() -> None:
