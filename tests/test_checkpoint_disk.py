@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from objmtl.checkpoint import find_checkpoint
 from objmtl.errors import UserError
-from objmtl.runs.evaluate import evaluate, find_checkpoint
+from objmtl.runs.evaluate import evaluate
 from objmtl.runs.train import train
 from tests.helpers import compose_train
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from objmtl.checkpoint import load_checkpoint, state_dict_of
 from objmtl.errors import UserError
 from objmtl.runs import ckpt_tools
-from objmtl.runs.checkpoint import load_checkpoint, state_dict_of
 from objmtl.runs.train import train
 from tests.helpers import compose_train, run_cli
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from objmtl.checkpoint import config_from_checkpoint, state_dict_of
 from objmtl.data.shard_reader import ShardDataset
-from objmtl.runs.checkpoint import config_from_checkpoint, state_dict_of
 from objmtl.runs.train import build_task, train
 from tests.helpers import compose_train, run_cli
 

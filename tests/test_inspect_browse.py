@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -13,8 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from objmtl.data.browse import add_browse_parser, browse, sample_panels
-from objmtl.data.inspect import _summary, add_inspect_parser, inspect_shards
+from objmtl.cli.data import build_parser
+from objmtl.data.browse import browse, sample_panels
+from objmtl.data.inspect import _summary, inspect_shards
 from objmtl.data.schema import read_meta
 from objmtl.data.shard_reader import ShardDataset
 from objmtl.data.synth import write_synthetic
@@ -41,11 +41,7 @@ def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _cli(*argv: str) -> None:
-    parser = argparse.ArgumentParser(prog="objmtl-data")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_inspect_parser(sub)
-    add_browse_parser(sub)
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)  # objmtl-data's own parser, in this process
     args.func(args)
 
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from objmtl.checkpoint import load_checkpoint
 from objmtl.metrics.knn import knn_predict
 from objmtl.models import build_backbone
 from objmtl.models.ssl import MoBY, cosine_momentum
-from objmtl.runs.checkpoint import load_checkpoint
 from objmtl.runs.ckpt_tools import wash
 from objmtl.runs.train import train
 from tests.helpers import compose_train
@@ -150,8 +150,8 @@ def test_moby_run_logs_knn_and_washes_to_a_backbone_that_fine_tunes(
     out = capsys.readouterr().out
     assert f"loaded {len(weights)} tensors" in out and "val/map_50" in summary["val"]
     assert "unexpected keys" not in out and "mismatched keys" not in out
+    from objmtl.checkpoint import load_weights
     from objmtl.models.detection import ATSS
-    from objmtl.runs.checkpoint import load_weights
 
     report = load_weights(ATSS(backbone=build_backbone(name="resnet18", out_indices=[1, 2, 3]), num_classes=4), washed)
     assert report["missing"] and all(k.startswith(("neck.", "head.")) for k in report["missing"]), report["missing"]

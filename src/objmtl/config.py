@@ -19,9 +19,10 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from objmtl.locations import CONFIG_DIR
+
 __all__ = ["CONFIG_DIR", "compose_config", "register_resolvers"]
 
-CONFIG_DIR = Path(__file__).resolve().parent / "conf"
 
 
 def _meta(key: str, *, _root_: DictConfig) -> Any:

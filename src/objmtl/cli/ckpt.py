@@ -57,8 +57,8 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     with report_user_errors():
         check_checkpoint(args.ckpt)  # a wrong path answers before torch loads
+        from objmtl.checkpoint import find_checkpoint
         from objmtl.runs import ckpt_tools
-        from objmtl.runs.evaluate import find_checkpoint
 
         args.ckpt = find_checkpoint(args.ckpt)
 

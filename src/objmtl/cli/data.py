@@ -6,10 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from objmtl.cli.data_parsers import add_browse_parser, add_inspect_parser
 from objmtl.cli.errors import report_user_errors
-from objmtl.data.convert import FORMATS  # the table only: readers and engine load when a conversion runs
-from objmtl.errors import UserError
+from objmtl.data.parsers import add_browse_parser, add_convert_parser, add_inspect_parser
+from objmtl.data.schema import read_meta
 
 
 def _synth(args: argparse.Namespace) -> None:
@@ -24,21 +23,22 @@ def _synth(args: argparse.Namespace) -> None:
 
 
 def _convert(args: argparse.Namespace) -> None:
-    from objmtl.data.convert import reader_for, run_conversion
-    from objmtl.data.convert.summary import print_report, write_data_config
+    from objmtl.data.convert.command import run_convert  # readers and engine load when a conversion runs
 
-    if args.out.exists() and not args.overwrite:
-        raise UserError(f"{args.out}: already exists (--overwrite replaces it)")
-    conversion = reader_for(args.format)(args)
-    report = run_conversion(conversion, args.out, workers=args.workers, strict=args.strict,
-                            overwrite=args.overwrite, max_count=args.max_count)
-    print_report(report)
-    path, commands = write_data_config(args.out, conversion.meta)
-    print(f"report: {args.out / 'report.json'}\ndata config: {path}")
-    if not commands:
-        print(f"(no objmtl-train task for {', '.join(conversion.meta.tasks)} yet; data config kept for when it lands)")
-    for lead, command in zip(("train on it:", "   or:"), commands, strict=False):
-        print(f"{lead} {command}")
+    run_convert(args)
+
+
+def _inspect(args: argparse.Namespace) -> None:
+    read_meta(args.root)  # no such folder, no meta.json, a foreign meta.json: before torch loads
+    from objmtl.data.inspect import run_inspect
+
+    run_inspect(args)
+
+
+def _browse(args: argparse.Namespace) -> None:
+    from objmtl.data.browse import run_browse  # numpy and PIL; it checks SOURCE before reading shards
+
+    run_browse(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,37 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true")
     s.set_defaults(func=_synth)
 
-    c = sub.add_parser("convert", help="convert a data set into shards",
-                       description="Formats: " + "; ".join(f"{k}: {v[1]}" for k, v in FORMATS.items()))
-    c.add_argument("--format", choices=list(FORMATS), required=True)
-    c.add_argument("--src", type=Path, required=True, help="the data set root; no path may leave it")
-    c.add_argument("--out", type=Path, required=True)
-    c.add_argument("--images", default=None, help="image folder, relative to --src")
-    c.add_argument("--labels", default=None, help="label folder (YOLO txt, VOC xml), relative to --src")
-    c.add_argument("--masks", default=None, help="mask PNG folder, relative to --src")
-    c.add_argument("--ann", action="append", metavar="SPLIT=FILE",
-                   help="annotation file per split (COCO json, list or text file); repeatable")
-    c.add_argument("--split-file", action="append", metavar="SPLIT=FILE",
-                   help="image names per split (e.g. VOC ImageSets/Main/train.txt); repeatable")
-    c.add_argument("--names", default=None, help="class names: YOLO data yaml, json, or one name per line")
-    c.add_argument("--class-map", default=None, help="masks: yaml/json of source id -> name (0 = unlabeled)")
-    c.add_argument("--separator", default=None, help="text: field separator (default: whitespace)")
-    c.add_argument("--task", choices=("det", "seg", "pose"), default=None, help="yolo: what the lines hold")
-    c.add_argument("--rle-masks", action="store_true", help="coco: render instance masks into KEY.mask.png")
-    c.add_argument("--drop-background", action="store_true",
-                   help="drop images without a label file (default: keep them as background)")
-    c.add_argument("--val-fraction", type=float, default=0.2,
-                   help="share carved from train for val when the source has no val split")
-    c.add_argument("--test-fraction", type=float, default=0.0)
-    c.add_argument("--seed", type=int, default=0)
-    c.add_argument("--workers", type=int, default=2, help="decoding processes (default 2)")
-    c.add_argument("--max-count", type=int, default=1000, help="samples per shard file")
-    c.add_argument("--strict", action="store_true", help="every drop or fix is an error")
-    c.add_argument("--overwrite", action="store_true")
-    c.set_defaults(func=_convert)
-
-    add_inspect_parser(sub)
-    add_browse_parser(sub)
+    add_convert_parser(sub).set_defaults(func=_convert)
+    add_inspect_parser(sub).set_defaults(func=_inspect)
+    add_browse_parser(sub).set_defaults(func=_browse)
     return p
 
 

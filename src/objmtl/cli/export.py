@@ -50,8 +50,8 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     with report_user_errors():
         check_checkpoint(args.ckpt)  # a wrong path answers before torch and onnx load
+        from objmtl.checkpoint import find_checkpoint
         from objmtl.export.pipeline import run_export
-        from objmtl.runs.evaluate import find_checkpoint
 
         run_export(find_checkpoint(args.ckpt), out=args.out, shape=args.shape, dynamic=args.dynamic, opset=args.opset,
                    bake_norm=args.bake_norm, uint8=args.uint8, nms=args.nms, verify_images=args.verify,

@@ -17,7 +17,7 @@ __all__ = ["check_checkpoint", "check_exists", "check_model", "looks_like_checkp
 
 def looks_like_checkpoint(path: Path) -> bool:
     """torch's zip format or a legacy pickle, by the first bytes (the test :func:`torch.load`'s caller
-    ``objmtl.runs.checkpoint.load_checkpoint`` makes too); any file name."""
+    ``objmtl.checkpoint.load_checkpoint`` makes too); any file name."""
     try:
         with open(path, "rb") as f:
             magic = f.read(4)

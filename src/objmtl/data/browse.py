@@ -22,7 +22,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from objmtl.cli.data_parsers import add_browse_parser  # the parser lives apart: it loads nothing heavy
+from objmtl.data.parsers import (  # the parser lives apart: it loads nothing heavy
+    add_browse_parser,
+    convert_namespace,
+)
 from objmtl.data.schema import IGNORE_INDEX, SPLITS, Meta
 from objmtl.errors import UserError
 from objmtl.viz import draw
@@ -148,12 +151,9 @@ def _convert_args(source: Path, fmt: str, options: dict[str, Any]) -> argparse.N
     values = {**SOURCE_OPTIONS, "seed": 0, "workers": 1, "max_count": 1000, "strict": False,
               "overwrite": False}
     try:  # the convert parser knows every option its readers expect, including ones added later
-        from objmtl.cli.data import build_parser
-
-        values.update(vars(build_parser().parse_args(["convert", "--format", fmt, "--src", str(source),
-                                                      "--out", os.devnull])))
-    except (ImportError, SystemExit) as e:
-        log.debug("convert parser unavailable (%s); using browse's own defaults", e)
+        values.update(vars(convert_namespace(["--format", fmt, "--src", str(source), "--out", os.devnull])))
+    except SystemExit as e:
+        log.debug("convert parser refused (%s); using browse's own defaults", e)
     values.update(options, format=fmt, src=source)
     return argparse.Namespace(**values)
 

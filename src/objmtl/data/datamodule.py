@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -19,15 +18,11 @@ from objmtl.data.shard_reader import ShardDataset
 from objmtl.data.task_samples import samples_for_task
 from objmtl.data.worker_init import worker_init
 from objmtl.errors import UserError
+from objmtl.locations import cache_dir
 
-__all__ = ["ShardDataModule", "cache_dir", "meta_of", "resolve_root"]
+__all__ = ["ShardDataModule", "meta_of", "resolve_root"]
 
 log = logging.getLogger(__name__)
-
-
-def cache_dir() -> Path:
-    """Where generated data lives: ``$OBJMTL_CACHE`` or ``~/.cache/objmtl``."""
-    return Path(os.environ.get("OBJMTL_CACHE") or Path.home() / ".cache" / "objmtl")
 
 
 def resolve_root(root: str | None, synth: dict[str, Any] | None) -> Path:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from objmtl.cli.data_parsers import add_inspect_parser  # the parser lives apart: it loads nothing heavy
+from objmtl.data.parsers import add_inspect_parser  # the parser lives apart: it loads nothing heavy
 from objmtl.data.schema import SPLITS, Meta, read_meta
 from objmtl.data.shard_reader import IMAGE_EXTS, ShardDataset, iter_shard
 from objmtl.errors import UserError

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from objmtl.data.cls_samples import ClassificationSamples
 from objmtl.data.det_samples import DetectionSamples
 from objmtl.data.pose_samples import PoseSamples
 from objmtl.data.seg_samples import SegmentationSamples
@@ -38,8 +39,6 @@ def carries(sample: dict[str, Any], kind: str) -> bool:
 
 
 def _adapters() -> dict[str, type]:
-    from objmtl.data.task_samples import ClassificationSamples  # task_samples imports this module
-
     return {"cls": ClassificationSamples, "det": DetectionSamples, "seg": SegmentationSamples, "pose": PoseSamples}
 
 

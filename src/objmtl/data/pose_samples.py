@@ -29,8 +29,8 @@ import numpy as np
 import torch
 
 from objmtl.errors import UserError
-from objmtl.models.pose.geometry import affine_matrix, apply_affine, box_to_region, invert_affine, to_heatmap
-from objmtl.models.pose.heatmaps import gaussian_targets
+from objmtl.geometry.affine import affine_matrix, apply_affine, box_to_region, invert_affine, to_heatmap
+from objmtl.geometry.heatmaps import gaussian_targets
 
 __all__ = ["COCO_UPPER_BODY", "DROP_REASONS", "PoseSamples", "TopDownCrop", "load_detections", "sample_image_id"]
 

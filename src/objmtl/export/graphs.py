@@ -76,7 +76,7 @@ class PoseGraph(nn.Module):
     With ``flip_pairs`` (the run's ``flip_test``), the heatmaps are averaged with those of the mirrored
     crop, mirrored back with left/right swapped, as evaluation does. Decoding (DARK sub-pixel step,
     crop -> image affine) is the caller's: ``objmtl-predict`` does it with
-    :func:`objmtl.models.pose.heatmaps.decode_heatmaps`, the code the evaluation uses.
+    :func:`objmtl.geometry.heatmaps.decode_heatmaps`, the code the evaluation uses.
     """
 
     def __init__(self, *, model: nn.Module, normalize: Normalize,
@@ -86,7 +86,7 @@ class PoseGraph(nn.Module):
         self.flip_pairs = [list(p) for p in flip_pairs] if flip_pairs is not None else None
 
     def forward(self, x: Tensor) -> Tensor:
-        from objmtl.models.pose.heatmaps import flip_heatmaps
+        from objmtl.geometry.heatmaps import flip_heatmaps
 
         x = self.normalize(x)
         heatmaps = self.model(x)

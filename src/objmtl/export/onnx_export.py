@@ -72,8 +72,8 @@ def load_for_export(path: str | Path, *, trust: bool = False) -> ExportedModel:
     """Rebuilds the model of an objmtl checkpoint (its stored config) with its weights, in eval mode."""
     from hydra.utils import instantiate
 
+    from objmtl.checkpoint import config_from_checkpoint, load_checkpoint, state_dict_of
     from objmtl.config import register_resolvers
-    from objmtl.runs.checkpoint import config_from_checkpoint, load_checkpoint, state_dict_of
 
     path = Path(path)
     ckpt = load_checkpoint(path, trust=trust)

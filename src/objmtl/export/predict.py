@@ -45,9 +45,9 @@ def load_backend(model: str | Path, *, trust: bool = False) -> tuple[Backend, di
         if runner.input != expected:
             raise UserError(f"{model}: its input is named {runner.input!r}, not {expected!r}: not an objmtl export")
         return runner, meta
+    from objmtl.checkpoint import find_checkpoint
     from objmtl.export.onnx_export import build_graph, load_for_export, metadata_of
     from objmtl.export.verify import torch_outputs
-    from objmtl.runs.evaluate import find_checkpoint
 
     exported = load_for_export(find_checkpoint(model), trust=trust)
     graph = build_graph(exported)

@@ -81,8 +81,8 @@ def _segmentation(outputs: Sequence[np.ndarray], meta: dict[str, Any], prepared:
 
 
 def _pose(outputs: Sequence[np.ndarray], meta: dict[str, Any], prepared: Prepared) -> list[dict[str, Any]]:
-    from objmtl.models.pose.geometry import apply_affine, from_heatmap
-    from objmtl.models.pose.heatmaps import decode_heatmaps
+    from objmtl.geometry.affine import apply_affine, from_heatmap
+    from objmtl.geometry.heatmaps import decode_heatmaps
 
     heatmaps = torch.from_numpy(np.ascontiguousarray(outputs[0])).float()
     coords, maxvals = decode_heatmaps(heatmaps, method="dark")

@@ -35,6 +35,8 @@ from types import ModuleType
 
 import torch
 
+from objmtl.locations import cache_dir
+
 __all__ = ["BuildResult", "CudaToolkit", "build_extension", "default_build_dir", "extension_sources",
            "find_cuda_toolkit", "get_extension", "use_extension"]
 
@@ -170,8 +172,7 @@ def _build_key(with_cuda: bool, toolkit: CudaToolkit | None) -> str:
 
 def default_build_dir(with_cuda: bool) -> Path:
     """``$OBJMTL_CACHE/torch_extensions/<key>`` (default root ``~/.cache/objmtl``)."""
-    root = Path(os.environ.get("OBJMTL_CACHE") or Path.home() / ".cache" / "objmtl")
-    return root / "torch_extensions" / _build_key(with_cuda, find_cuda_toolkit() if with_cuda else None)
+    return cache_dir() / "torch_extensions" / _build_key(with_cuda, find_cuda_toolkit() if with_cuda else None)
 
 
 def _ensure_ninja_on_path() -> None:

@@ -1,6 +1,6 @@
 """Checkpoint tools behind ``objmtl-ckpt``: show, change-key, rename, wash.
 
-Every read goes through :func:`objmtl.runs.checkpoint.load_checkpoint` (``torch.load`` with
+Every read goes through :func:`objmtl.checkpoint.load_checkpoint` (``torch.load`` with
 ``weights_only=True``; ``trust=True`` is the one way to unpickle arbitrary objects). The weights of
 a checkpoint are found where :func:`weights_key` says: Lightning's ``state_dict``, a ``model``
 entry, or the top level of a bare state dict (``-`` names the top level on the command line).
@@ -16,9 +16,9 @@ from typing import Any
 
 import torch
 
+from objmtl.checkpoint import load_checkpoint
 from objmtl.errors import UserError
 from objmtl.runs.atomic_checkpoint_io import atomic_torch_save
-from objmtl.runs.checkpoint import load_checkpoint
 
 __all__ = ["TOP_LEVEL", "WASH_DROP", "change_key", "rename", "save_checkpoint", "show", "wash", "weights_key"]
 

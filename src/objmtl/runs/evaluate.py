@@ -12,30 +12,17 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
 
 from objmtl.callbacks.ctrl_c import InterruptBetweenSteps
+from objmtl.checkpoint import config_from_checkpoint, find_checkpoint, load_checkpoint, state_dict_of
 from objmtl.config import register_resolvers
 from objmtl.cpus import cap_torch_threads
 from objmtl.errors import UserError
-from objmtl.runs.checkpoint import config_from_checkpoint, load_checkpoint, state_dict_of
 from objmtl.runs.devices import check_eval_devices
 from objmtl.runs.outputs import outputs_for
 from objmtl.runs.overrides import apply_overrides
 from objmtl.runs.quiet import quiet_lightning
 from objmtl.runs.train import build_task
 
-__all__ = ["evaluate", "find_checkpoint"]
-
-
-def find_checkpoint(path: str | Path) -> Path:
-    """A checkpoint file, or a run directory's best checkpoint (else its last)."""
-    path = Path(path)
-    if path.is_dir():
-        for name in ("best.ckpt", "last.ckpt"):
-            if (path / "checkpoints" / name).is_file():
-                return path / "checkpoints" / name
-        raise UserError(f"{path}: no checkpoints/best.ckpt or checkpoints/last.ckpt in this run directory")
-    if not path.exists():
-        raise UserError(f"{path}: no such run directory or checkpoint")
-    return path
+__all__ = ["evaluate"]
 
 
 def evaluate(source: str | Path, *, split: str | None = None, data_root: str | Path | None = None,

@@ -15,10 +15,10 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from objmtl.callbacks.ctrl_c import InterruptBetweenSteps
+from objmtl.checkpoint import config_from_checkpoint, load_checkpoint, load_weights
 from objmtl.config import register_resolvers
 from objmtl.cpus import cap_torch_threads
 from objmtl.errors import UserError
-from objmtl.runs.checkpoint import config_from_checkpoint, load_checkpoint, load_weights
 from objmtl.runs.devices import check_train_devices
 from objmtl.runs.interrupted import report_interrupted
 from objmtl.runs.overrides import apply_overrides

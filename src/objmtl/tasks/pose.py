@@ -11,8 +11,8 @@ from torch import Tensor, nn
 
 from objmtl.data.pose_samples import DROP_REASONS
 from objmtl.errors import UserError
+from objmtl.geometry.heatmaps import decode_heatmaps, flip_heatmaps
 from objmtl.metrics.keypoints import KEYPOINT_KEYS, KeypointMetrics, oks_sigmas
-from objmtl.models.pose.heatmaps import decode_heatmaps, flip_heatmaps
 from objmtl.tasks.base import BaseTask, OptimizerFactory, SchedulerFactory
 
 __all__ = ["PoseTask", "keypoints_to_original"]
@@ -23,7 +23,7 @@ _SHOWN = ("ap", "pck")  # on the progress bar
 
 def keypoints_to_original(coords: Tensor, inv_affine: Tensor, *, stride: float) -> Tensor:
     """Heatmap cells (P, K, 2) -> original-image pixels through each crop's inverse affine (P, 2, 3)."""
-    xy = (coords.double() + 0.5) * stride - 0.5  # input-crop pixels (objmtl.models.pose.geometry.from_heatmap)
+    xy = (coords.double() + 0.5) * stride - 0.5  # input-crop pixels (objmtl.geometry.affine.from_heatmap)
     a = inv_affine.to(xy)
     return torch.einsum("pij,pkj->pki", a[:, :, :2], xy) + a[:, None, :, 2]
 

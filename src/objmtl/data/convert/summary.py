@@ -53,7 +53,7 @@ POSE_DEFAULTS = ("image_size: [256, 192]  # (h, w) of a person crop, SimpleBasel
 
 def _task_of(meta: Meta) -> str:
     """The first task these shards carry that objmtl-train has a config for."""
-    from objmtl.config import CONFIG_DIR
+    from objmtl.locations import CONFIG_DIR
 
     for task in ("pose", "det", "seg", "cls"):  # keypoints are converted to train pose; boxes come with them
         if task in meta.tasks and (CONFIG_DIR / "task" / f"{task}.yaml").is_file():

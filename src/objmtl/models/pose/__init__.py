@@ -1,6 +1,6 @@
 """Top-down pose estimation: crop geometry, heatmap targets and decoding, the SimpleBaseline model."""
 
-from objmtl.models.pose.geometry import (
+from objmtl.geometry.affine import (
     affine_matrix,
     apply_affine,
     box_to_region,
@@ -8,7 +8,7 @@ from objmtl.models.pose.geometry import (
     invert_affine,
     to_heatmap,
 )
-from objmtl.models.pose.heatmaps import decode_heatmaps, flip_heatmaps, gaussian_targets
+from objmtl.geometry.heatmaps import decode_heatmaps, flip_heatmaps, gaussian_targets
 from objmtl.models.pose.simple_baseline import SimpleBaseline
 
 __all__ = ["SimpleBaseline", "affine_matrix", "apply_affine", "box_to_region", "decode_heatmaps", "flip_heatmaps",

@@ -12,9 +12,22 @@ from torch import nn
 
 from objmtl.errors import UserError
 
-__all__ = ["config_from_checkpoint", "load_checkpoint", "load_weights", "state_dict_of"]
+__all__ = ["config_from_checkpoint", "find_checkpoint", "load_checkpoint", "load_weights", "state_dict_of"]
 
 log = logging.getLogger(__name__)
+
+
+def find_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file, or a run directory's best checkpoint (else its last)."""
+    path = Path(path)
+    if path.is_dir():
+        for name in ("best.ckpt", "last.ckpt"):
+            if (path / "checkpoints" / name).is_file():
+                return path / "checkpoints" / name
+        raise UserError(f"{path}: no checkpoints/best.ckpt or checkpoints/last.ckpt in this run directory")
+    if not path.exists():
+        raise UserError(f"{path}: no such run directory or checkpoint")
+    return path
 
 
 def load_checkpoint(path: str | Path, *, trust: bool = False) -> dict[str, Any]:
