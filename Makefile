@@ -48,8 +48,10 @@ pipeline-pretrain: install
 test: install
 	$(BIN)/pytest --durations=40 $(PYTEST_ARGS)
 
+# ruff, then the import contract of docs/architecture.md ([tool.importlinter] in pyproject.toml)
 lint: install
 	$(BIN)/ruff check src tests
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) runs data/synth .pytest_cache
