@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from objmtl.checkpoint import load_checkpoint, state_dict_of
+from objmtl.checkpoint import load_checkpoint, load_own_weights, state_dict_of
 from objmtl.errors import UserError
 from objmtl.runs import ckpt_tools
 from objmtl.runs.train import train
@@ -106,3 +106,13 @@ def test_the_cli_washes_a_run(run: Path, tmp_path: Path) -> None:
     assert "size:" in result.stdout and (tmp_path / "w.pth").is_file()
     missing = run_cli("objmtl-ckpt", "show", str(tmp_path / "nope.ckpt"))
     assert missing.returncode == 2 and missing.stderr.strip() == f"error: {tmp_path / 'nope.ckpt'}: no such run directory or checkpoint"
+
+
+def test_own_weights_load_strictly_or_say_why_in_one_line():
+    """objmtl-test and objmtl-export rebuild a run's model from its stored config and load all its weights."""
+    ckpt = {"state_dict": {f"model.{k}": v for k, v in torch.nn.Linear(4, 3).state_dict().items()}}
+    fits = torch.nn.Linear(4, 3)
+    load_own_weights(fits, ckpt, "run/best.ckpt")
+    assert torch.equal(fits.weight, ckpt["state_dict"]["model.weight"])
+    with pytest.raises(UserError, match=r"^run/best.ckpt: its weights do not fit its own config's model \(Error"):
+        load_own_weights(torch.nn.Linear(4, 5), ckpt, "run/best.ckpt")

@@ -12,7 +12,8 @@ from torch import nn
 
 from objmtl.errors import UserError
 
-__all__ = ["config_from_checkpoint", "find_checkpoint", "load_checkpoint", "load_weights", "state_dict_of"]
+__all__ = ["config_from_checkpoint", "find_checkpoint", "load_checkpoint", "load_own_weights", "load_weights",
+           "state_dict_of"]
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,15 @@ def state_dict_of(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:
         if sd and all(k.startswith(prefix) for k in sd):
             sd = {k[len(prefix):]: v for k, v in sd.items()}
     return sd
+
+
+def load_own_weights(model: nn.Module, ckpt: dict[str, Any], path: str | Path) -> None:
+    """Loads a checkpoint's weights into the model its own config built (all of them, strictly)."""
+    try:
+        model.load_state_dict(state_dict_of(ckpt))
+    except RuntimeError as e:
+        raise UserError(f"{path}: its weights do not fit its own config's model "
+                        f"({str(e).strip().splitlines()[0]})") from None
 
 
 def load_weights(model: nn.Module, path: str | Path) -> dict[str, list[str]]:

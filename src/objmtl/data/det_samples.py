@@ -20,6 +20,7 @@ import torch
 
 from objmtl.data.image_tensor import image_tensor
 from objmtl.data.seeding import ReseedsTransform
+from objmtl.data.shard_reader import sample_image_id
 from objmtl.errors import UserError
 
 __all__ = ["LABEL_FIELDS", "AspectGroupedDataset", "DetectionSamples", "PadCollate", "group_by_aspect"]
@@ -188,20 +189,12 @@ class DetectionSamples(ReseedsTransform):
             "iscrowd": torch.as_tensor((flags & 1)[keep] > 0, dtype=torch.bool),
             "difficult": torch.as_tensor((flags & 2)[keep] > 0, dtype=torch.bool),
             "area": torch.as_tensor((fill * wh[:, 0] * wh[:, 1])[keep], dtype=torch.float32),
-            "image_id": self._image_id(sample),
+            "image_id": sample_image_id(sample),
             "orig_size": (h, w),
             "size": (h2, w2),
             "scale": (h2 / h, w2 / w),
             "dropped_boxes": n_in - int(keep.sum()),
         }
-
-    @staticmethod
-    def _image_id(sample: dict[str, Any]) -> int:
-        image_id = sample["ann"].get("image_id")
-        if image_id is not None:
-            return int(image_id)
-        key = str(sample.get("key", ""))
-        return int(key) if key.isdigit() else -1
 
 
 def group_by_aspect(stream: Iterable[dict[str, Any]], *, batch_size: int) -> Iterator[dict[str, Any]]:

@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 import torch
 
+from objmtl.data.shard_reader import sample_image_id
 from objmtl.errors import UserError
 from objmtl.geometry.affine import affine_matrix, apply_affine, box_to_region, invert_affine, to_heatmap
 from objmtl.geometry.heatmaps import gaussian_targets
@@ -223,14 +224,6 @@ def _per_instance(ann: dict[str, Any], name: str, n: int, default: float, dtype:
     """``ann[name]`` as an (n,) array; ``default`` for each instance when it is missing or of another length."""
     values = ann.get(name)
     return np.asarray(values if values is not None and len(values) == n else [default] * n, dtype).reshape(n)
-
-
-def sample_image_id(sample: dict[str, Any]) -> int:
-    image_id = sample["ann"].get("image_id")
-    if image_id is not None:
-        return int(image_id)
-    key = str(sample.get("key", ""))
-    return int(key) if key.isdigit() else -1
 
 
 class PoseSamples:

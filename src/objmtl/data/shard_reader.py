@@ -31,7 +31,7 @@ from objmtl.data.schema import SPLITS, read_meta
 from objmtl.data.tar_members import iter_members
 from objmtl.errors import UserError
 
-__all__ = ["ShardDataset", "decode_sample", "iter_shard"]
+__all__ = ["ShardDataset", "decode_sample", "iter_shard", "sample_image_id"]
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,15 @@ def iter_shard(url: str, start: int = 0, stop: int | None = None) -> Iterator[di
         raise UserError(f"{url}: unreadable shard ({e})") from None
     if current is not None:
         yield current
+
+
+def sample_image_id(sample: dict[str, Any]) -> int:
+    """A decoded sample's COCO image id: ``ann["image_id"]``, else its key if numeric, else -1."""
+    image_id = sample["ann"].get("image_id")
+    if image_id is not None:
+        return int(image_id)
+    key = str(sample.get("key", ""))
+    return int(key) if key.isdigit() else -1
 
 
 def decode_sample(raw: dict[str, Any]) -> dict[str, Any]:

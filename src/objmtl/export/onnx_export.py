@@ -72,7 +72,7 @@ def load_for_export(path: str | Path, *, trust: bool = False) -> ExportedModel:
     """Rebuilds the model of an objmtl checkpoint (its stored config) with its weights, in eval mode."""
     from hydra.utils import instantiate
 
-    from objmtl.checkpoint import config_from_checkpoint, load_checkpoint, state_dict_of
+    from objmtl.checkpoint import config_from_checkpoint, load_checkpoint, load_own_weights
     from objmtl.config import register_resolvers
 
     path = Path(path)
@@ -81,10 +81,7 @@ def load_for_export(path: str | Path, *, trust: bool = False) -> ExportedModel:
     config = config_from_checkpoint(ckpt, path)
     cfg = OmegaConf.create(config)
     model = instantiate(cfg.model)
-    try:
-        model.load_state_dict(state_dict_of(ckpt))
-    except RuntimeError as e:
-        raise UserError(f"{path}: its weights do not fit its own config's model ({str(e).splitlines()[0]})") from None
+    load_own_weights(model, ckpt, path)
     def part(key: str) -> Any:  # only what export needs: other nodes may name Hydra-only resolvers
         node = OmegaConf.select(cfg, key)
         return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node

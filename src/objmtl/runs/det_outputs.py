@@ -28,8 +28,8 @@ import lightning as L
 import numpy as np
 from PIL import Image
 
-from objmtl.data.det_samples import DetectionSamples
 from objmtl.data.schema import Meta
+from objmtl.data.shard_reader import sample_image_id
 from objmtl.metrics.detection import COCO_KEYS
 from objmtl.runs.outputs import EvalOutputs, raw_samples
 from objmtl.viz.draw import IGNORE_COLOR, class_color, draw_boxes, side_by_side
@@ -165,7 +165,7 @@ def show_predictions(*, images: Sequence[ImageOutputs], roots: Sequence[str | Pa
     for sample in raw_samples([Path(r) for r in roots], split):
         if left == 0:
             break
-        image_id = DetectionSamples._image_id(sample)
+        image_id = sample_image_id(sample)
         size = tuple(sample["image"].shape[:2])
         queue = pending.get(image_id, deque())
         # ids shared across sources: the first of that id with this image's size

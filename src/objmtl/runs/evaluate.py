@@ -12,7 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
 
 from objmtl.callbacks.ctrl_c import InterruptBetweenSteps
-from objmtl.checkpoint import config_from_checkpoint, find_checkpoint, load_checkpoint, state_dict_of
+from objmtl.checkpoint import config_from_checkpoint, find_checkpoint, load_checkpoint, load_own_weights
 from objmtl.config import register_resolvers
 from objmtl.cpus import cap_torch_threads
 from objmtl.errors import UserError
@@ -95,11 +95,7 @@ def evaluate(source: str | Path, *, split: str | None = None, data_root: str | P
     with open_dict(cfg):
         cfg.paths.output_dir = str(work)
     task = build_task(cfg, for_training=False)
-    try:
-        task.model.load_state_dict(state_dict_of(ckpt))
-    except RuntimeError as e:
-        raise UserError(f"{ckpt_path}: its weights do not fit its own config's model "
-                        f"({str(e).strip().splitlines()[0]})") from None
+    load_own_weights(task.model, ckpt, ckpt_path)
     fused = None
     if fuse_conv_bn:
         from objmtl.runs.fuse import fuse_conv_bn as fuse

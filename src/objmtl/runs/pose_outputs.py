@@ -23,8 +23,8 @@ import lightning as L
 import numpy as np
 from PIL import Image
 
-from objmtl.data.pose_samples import sample_image_id
 from objmtl.data.schema import Meta, read_meta
+from objmtl.data.shard_reader import sample_image_id
 from objmtl.metrics.keypoints import KEYPOINT_KEYS
 from objmtl.runs.outputs import EvalOutputs, raw_samples
 from objmtl.viz.draw import IGNORE_COLOR, class_color, draw_boxes, draw_keypoints, side_by_side
