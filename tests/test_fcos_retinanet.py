@@ -199,3 +199,26 @@ def test_train_det_fast(name: str, synth_root: Path, tmp_path: Path) -> None:
         assert f"val/{key}" in metrics["val"] and f"test/{key}" in metrics["test"]
     assert math.isfinite(metrics["val"]["val/loss"])
     assert (tmp_path / "checkpoints" / "best.ckpt").is_file()
+
+
+def test_the_base_holds_no_method_and_neck_and_head_come_from_config() -> None:
+    """DenseDetector is abstract (each detector holds its own rules); a config replaces neck and head."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    with pytest.raises(TypeError, match="abstract"):
+        DenseDetector(backbone=torch.nn.Identity(), neck=torch.nn.Identity(), head=torch.nn.Identity(),
+                      num_classes=1, bbox_loss_weight=1.0, nms_thresh=0.5)
+    cfg = OmegaConf.create({
+        "_target_": "objmtl.models.detection.ATSS", "num_classes": 3,
+        "backbone": {"_target_": "objmtl.models.build_backbone", "name": "resnet18", "out_indices": [1, 2, 3]},
+        "neck": {"_target_": "objmtl.models.detection.FPN", "_partial_": True, "out_channels": 32,
+                 "extra_levels": False},
+        "head": {"_target_": "objmtl.models.detection.DenseHead", "_partial_": True, "num_convs": 1,
+                 "num_anchors": 1, "centerness": False, "scales": True}})
+    model = instantiate(cfg)
+    assert model.strides == [8, 16, 32] and len(model.head.cls_tower) == 3  # one conv + GN + ReLU block
+    outputs = model(torch.rand(1, 3, 64, 64))
+    assert set(outputs) == {"cls_logits", "bbox_deltas"} and outputs["cls_logits"][0].shape == (1, 3, 8, 8)
+    with pytest.raises(ValueError, match="centerness output"):  # ATSS's losses need the centerness logit
+        model.loss(outputs, [det_target([[8.0, 8.0, 40.0, 40.0]], [1])])

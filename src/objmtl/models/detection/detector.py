@@ -1,31 +1,32 @@
-"""Dense one-stage detector (backbone -> neck -> head) with the ATSS losses and the shared post-processing.
+"""The dense one-stage detector's shared machinery: backbone -> neck -> head, the batch loss loop and the
+post-processing. Each method holds its own rules in a subclass: ATSS (``atss.py``), FCOS (``fcos.py``) and
+RetinaNet (``retinanet.py``) say where the priors sit (:meth:`DenseDetector.anchors`), which box each prior
+learns (``assign``), how outputs become boxes (``decode``) and what the box losses are (``box_losses``).
 
-Subclasses change the priors (:meth:`DenseDetector.anchors`), the assignment (``assign``), the box decoding
-(``decode``) and the regression losses (``box_losses``); see ``fcos.py`` and ``retinanet.py``. Without a
-centerness output, scores are ``sigmoid(cls)`` and the centerness loss is absent.
-
-Losses follow mmdet's ``ATSSHead``: sigmoid focal loss over all non-ignored anchors divided by the number
-of positives; GIoU loss of the decoded positive boxes, each weighted by its centerness target and divided
-by the sum of those targets; binary cross-entropy of the centerness logits divided by the number of
-positives. Scores at inference are ``sigmoid(cls) * sigmoid(centerness)``.
+Shared by all: sigmoid focal loss over every non-ignored prior divided by the number of positives, plus
+``bbox_loss_weight`` times the subclass's ``loss_bbox`` (and its other terms); at inference, per-level top-k,
+score threshold, class-wise NMS. Scores are ``sigmoid(cls)``, times ``sigmoid(centerness)`` for a head with
+a centerness output.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import batched_nms, generalized_box_iou_loss, sigmoid_focal_loss
+from torchvision.ops import batched_nms, sigmoid_focal_loss
 
-from objmtl.models.detection.atss_assigner import IGNORED, atss_assign
-from objmtl.models.detection.atss_head import ATSSHead
-from objmtl.models.detection.box_coder import DeltaXYWHCoder, anchor_points_and_boxes
+from objmtl.models.detection.atss_assigner import IGNORED
 from objmtl.models.detection.fpn import FPN
 
-__all__ = ["ATSS", "DenseDetector", "centerness_target"]
+__all__ = ["DenseDetector", "Part", "build_head", "build_neck"]
+
+Part = nn.Module | Callable[..., nn.Module] | None
+"""A neck or head given to a detector: a module, a factory of one (a config node with ``_partial_: true``),
+or None for the detector's default."""
 
 
 def _flatten(x: Tensor) -> Tensor:
@@ -34,45 +35,48 @@ def _flatten(x: Tensor) -> Tensor:
     return x.permute(0, 2, 3, 1).reshape(n, -1, c)  # [N, H * W, C]
 
 
-def centerness_target(anchors: Tensor, boxes: Tensor) -> Tensor:
-    """FCOS centerness of each anchor's centre in its matched box (mmdet's ATSS ``centerness_target``).
-
-    Args:
-        anchors: [P, 4] xyxy, centres inside ``boxes``.
-        boxes: [P, 4] xyxy.
-
-    Returns:
-        [P] ``sqrt(min(l, r) / max(l, r) * min(t, b) / max(t, b))`` in [0, 1].
-    """
-    cx, cy = (anchors[:, 0] + anchors[:, 2]) * 0.5, (anchors[:, 1] + anchors[:, 3]) * 0.5
-    lr = torch.stack([cx - boxes[:, 0], boxes[:, 2] - cx], dim=1).clamp(min=0)  # [P, 2]
-    tb = torch.stack([cy - boxes[:, 1], boxes[:, 3] - cy], dim=1).clamp(min=0)  # [P, 2]
-    ratio = (lr.amin(1) / lr.amax(1).clamp(min=1e-6)) * (tb.amin(1) / tb.amax(1).clamp(min=1e-6))
-    return ratio.sqrt()
+def build_neck(neck: Part, *, backbone: nn.Module, channels: int) -> nn.Module:
+    """``neck`` if a module; else ``neck`` (default :class:`FPN` with ``channels`` outputs) called with the
+    backbone's ``in_channels`` and ``in_strides``. The neck must declare ``strides`` and ``out_channels``."""
+    if isinstance(neck, nn.Module):
+        return neck
+    if neck is None:
+        return FPN(in_channels=backbone.out_channels, in_strides=backbone.strides, out_channels=channels)
+    return neck(in_channels=backbone.out_channels, in_strides=backbone.strides)
 
 
-class DenseDetector(nn.Module):
-    """Backbone, neck and head with dense priors; ATSS assignment, one anchor per location, unless overridden.
+def build_head(head: Part, *, default: Callable[..., nn.Module], neck: nn.Module, num_classes: int) -> nn.Module:
+    """``head`` if a module; else ``head`` (or ``default``) called with the neck's ``in_channels``,
+    ``num_classes`` and ``num_levels``."""
+    if isinstance(head, nn.Module):
+        return head
+    return (head or default)(in_channels=int(neck.out_channels[0]), num_classes=num_classes,
+                             num_levels=len(neck.strides))
+
+
+class DenseDetector(nn.Module, ABC):
+    """Backbone, neck and head with dense priors; a subclass gives the priors, assignment, decoding and box losses.
+
+    What tasks and export use: ``forward``, ``loss``, ``postprocess``, ``num_classes``, ``strides`` (the
+    neck's), ``anchors()``, ``decode()``, ``anchor_offset`` (set by the subclass: where a prior sits in
+    its cell, in strides) and the thresholds below.
 
     Args:
         backbone: Maps [N, 3, H, W] to a list of feature maps.
         neck: Maps the backbone's maps to pyramid levels and declares ``strides``.
         head: Maps the levels to ``(cls_logits, bbox_deltas[, centerness])`` lists (see :class:`DenseHead`).
         num_classes: Foreground classes.
-        coder: Box coder of the regression deltas; mmdet's ATSS default when None.
-        octave_base_scale: Anchor side in strides.
-        anchor_offset: Anchor centre inside its cell, in strides.
-        assign_topk: ATSS candidates per level and box.
+        bbox_loss_weight: Weight of ``loss_bbox`` in the total.
+        nms_thresh: IoU above which NMS drops the lower-scored box of the same class.
         focal_alpha: Focal loss alpha.
         focal_gamma: Focal loss gamma.
-        bbox_loss_weight: Weight of the GIoU loss in the total.
         score_thresh: Minimum score of a detection.
-        nms_thresh: IoU above which NMS drops the lower-scored box of the same class.
         topk_per_level: Candidates kept per level before NMS.
         max_detections: Detections kept per image.
     """
 
     kind = "det"
+    anchor_offset: float
 
     def __init__(
         self,
@@ -81,15 +85,11 @@ class DenseDetector(nn.Module):
         neck: nn.Module,
         head: nn.Module,
         num_classes: int,
-        coder: DeltaXYWHCoder | None = None,
-        octave_base_scale: int = 8,
-        anchor_offset: float = 0.5,
-        assign_topk: int = 9,
+        bbox_loss_weight: float,
+        nms_thresh: float,
         focal_alpha: float = 0.25,
         focal_gamma: float = 2.0,
-        bbox_loss_weight: float = 2.0,
         score_thresh: float = 0.05,
-        nms_thresh: float = 0.6,
         topk_per_level: int = 1000,
         max_detections: int = 100,
     ) -> None:
@@ -97,9 +97,6 @@ class DenseDetector(nn.Module):
         self.backbone, self.neck, self.head = backbone, neck, head
         self.num_classes = num_classes
         self.strides: list[int] = [int(s) for s in neck.strides]
-        self.coder = coder or DeltaXYWHCoder()
-        self.octave_base_scale, self.anchor_offset = octave_base_scale, anchor_offset
-        self.assign_topk = assign_topk
         self.focal_alpha, self.focal_gamma, self.bbox_loss_weight = focal_alpha, focal_gamma, bbox_loss_weight
         self.score_thresh, self.nms_thresh = score_thresh, nms_thresh
         self.topk_per_level, self.max_detections = topk_per_level, max_detections
@@ -118,16 +115,14 @@ class DenseDetector(nn.Module):
         outs = self.head(self.neck(self.backbone(images)))
         return dict(zip(("cls_logits", "bbox_deltas", "centerness"), outs, strict=False))
 
+    @abstractmethod
     def anchors(self, outputs: dict[str, list[Tensor]]) -> list[Tensor]:
-        """Per level [H_l * W_l, 4] xyxy float32 anchors (exact pixels also under fp16/bf16 autocast)."""
-        ref = outputs["cls_logits"]
-        sizes = [(int(x.shape[-2]), int(x.shape[-1])) for x in ref]
-        levels = anchor_points_and_boxes(sizes, self.strides, octave_base_scale=self.octave_base_scale,
-                                         offset=self.anchor_offset, device=ref[0].device, dtype=torch.float32)
-        return [anchors for _, anchors in levels]
+        """Per level [H_l * W_l * A_loc, 4] xyxy float32 priors (exact pixels also under fp16/bf16 autocast),
+        in the order of :meth:`_flat`'s rows."""
 
+    @abstractmethod
     def assign(self, anchors: list[Tensor], boxes: Tensor, crowd: Tensor | None) -> Tensor:
-        """Matched box of every anchor of one image (ATSS here; subclasses change the rule).
+        """Matched box of every prior of one image.
 
         Args:
             anchors: :meth:`anchors`' per-level [A_l, 4].
@@ -137,37 +132,29 @@ class DenseDetector(nn.Module):
         Returns:
             [A] long: the matched row of ``boxes``, ``NEGATIVE`` (-1) or ``IGNORED`` (-2).
         """
-        return atss_assign(anchors, boxes, gt_ignore=crowd, topk=self.assign_topk).matched_gt
 
+    @abstractmethod
     def decode(self, anchors: Tensor, deltas: Tensor, strides: Tensor,
                max_shape: tuple[int, int] | None = None) -> Tensor:
         """Boxes [P, 4] xyxy of regression outputs ``deltas`` [P, 4] at ``anchors`` [P, 4] of levels with
-        ``strides`` [P] (unused by the DeltaXYWH coder), clipped to ``max_shape`` (h, w) if given."""
-        return self.coder.decode(anchors, deltas, max_shape=max_shape)
+        ``strides`` [P], clipped to ``max_shape`` (h, w) if given."""
 
+    @abstractmethod
     def box_losses(self, anchors: Tensor, strides: Tensor, deltas: Tensor, ctr: Tensor | None, boxes: Tensor,
                    norm: float) -> dict[str, Tensor]:
-        """Regression (and centerness) losses of the positives: GIoU of the decoded boxes weighted by their
-        centerness targets (over the targets' sum) and centerness BCE over ``norm`` (the positive count).
+        """Regression (and centerness) losses of the positives.
 
         Args:
-            anchors: [P, 4] positive anchors (P >= 1).
+            anchors: [P, 4] positive priors (P >= 1).
             strides: [P] their levels' strides.
             deltas: [P, 4] their regression outputs.
-            ctr: [P] their centerness logits.
+            ctr: [P] their centerness logits, or None for a head without centerness.
             boxes: [P, 4] their matched boxes.
             norm: Loss normaliser, ``max(P, 1)`` summed over the batch.
 
         Returns:
-            ``loss_bbox`` and ``loss_centerness``.
+            ``loss_bbox`` and any other terms (added to the total unweighted).
         """
-        assert ctr is not None
-        pred = self.decode(anchors, deltas, strides)  # [P, 4]
-        ctr_t = centerness_target(anchors, boxes)  # [P]
-        giou = generalized_box_iou_loss(pred, boxes, reduction="none")  # [P]
-        loss_bbox = (giou * ctr_t).sum() / ctr_t.sum().clamp(min=1e-6)
-        loss_ctr = F.binary_cross_entropy_with_logits(ctr, ctr_t, reduction="sum") / norm
-        return {"loss_bbox": loss_bbox, "loss_centerness": loss_ctr}
 
     def _strides(self, per_level: list[Tensor]) -> Tensor:
         """[A] stride of every anchor of the concatenated levels."""
@@ -188,8 +175,8 @@ class DenseDetector(nn.Module):
                 optionally ``iscrowd`` [G] (crowd boxes make no positives; anchors inside them are ignored).
 
         Returns:
-            ``loss`` (the weighted total), ``loss_cls``, ``loss_bbox`` (unweighted) and, with centerness,
-            ``loss_centerness``, each a scalar.
+            ``loss`` (the weighted total), ``loss_cls``, ``loss_bbox`` (unweighted) and the other terms of
+            :meth:`box_losses` (``loss_centerness`` for ATSS and FCOS), each a scalar.
         """
         per_level = self.anchors(outputs)
         anchors = torch.cat(per_level)  # [A, 4]
@@ -231,7 +218,10 @@ class DenseDetector(nn.Module):
             box = {"loss_bbox": deltas.sum() * 0.0}
             if ctr is not None:
                 box["loss_centerness"] = ctr.sum() * 0.0
-        total = loss_cls + self.bbox_loss_weight * box["loss_bbox"] + box.get("loss_centerness", 0.0)
+        total = loss_cls + self.bbox_loss_weight * box["loss_bbox"]
+        for name, term in box.items():
+            if name != "loss_bbox":
+                total = total + term
         return {"loss": total, "loss_cls": loss_cls, **box}
 
     @torch.no_grad()
@@ -270,23 +260,3 @@ class DenseDetector(nn.Module):
             kept = batched_nms(all_boxes, all_scores, all_labels, self.nms_thresh)[: self.max_detections]
             results.append({"boxes": all_boxes[kept], "scores": all_scores[kept], "labels": all_labels[kept]})
         return results
-
-
-class ATSS(DenseDetector):
-    """ATSS on FPN P3-P7: builds the neck and head around a backbone that returns C3, C4 and C5.
-
-    Args:
-        backbone: Returns C3-C5 (``out_indices: [1, 2, 3]``) and declares ``out_channels`` and ``strides``.
-        num_classes: Foreground classes.
-        fpn_channels: Channels of the pyramid and the head towers.
-        num_convs: Conv blocks per head tower.
-        prior_prob: Initial foreground probability.
-        **detector: Any other :class:`DenseDetector` setting (losses, assignment, inference).
-    """
-
-    def __init__(self, *, backbone: nn.Module, num_classes: int, fpn_channels: int = 256, num_convs: int = 4,
-                 prior_prob: float = 0.01, **detector: Any) -> None:
-        neck = FPN(in_channels=backbone.out_channels, in_strides=backbone.strides, out_channels=fpn_channels)
-        head = ATSSHead(in_channels=fpn_channels, num_classes=num_classes, num_levels=len(neck.strides),
-                        num_convs=num_convs, prior_prob=prior_prob)
-        super().__init__(backbone=backbone, neck=neck, head=head, num_classes=num_classes, **detector)

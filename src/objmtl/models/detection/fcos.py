@@ -22,7 +22,8 @@ Choices (mmdet's ``FCOSHead`` with its "improvements" where noted):
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import torch
@@ -30,9 +31,9 @@ from torch import Tensor, nn
 
 from objmtl.models.detection.atss_assigner import IGNORED, NEGATIVE
 from objmtl.models.detection.box_coder import anchor_points_and_boxes
+from objmtl.models.detection.centerness import centerness_box_losses
 from objmtl.models.detection.dense_head import DenseHead
-from objmtl.models.detection.detector import DenseDetector
-from objmtl.models.detection.fpn import FPN
+from objmtl.models.detection.detector import DenseDetector, Part, build_head, build_neck
 
 __all__ = ["FCOS", "fcos_assign"]
 
@@ -100,33 +101,41 @@ def fcos_assign(
 
 
 class FCOS(DenseDetector):
-    """FCOS on FPN P3-P7: builds the neck and a centerness :class:`DenseHead` around a C3-C5 backbone.
+    """FCOS on FPN P3-P7 around a C3-C5 backbone, with a centerness :class:`DenseHead`.
 
     Args:
         backbone: Returns C3-C5 (``out_indices: [1, 2, 3]``) and declares ``out_channels`` and ``strides``.
         num_classes: Foreground classes.
-        fpn_channels: Channels of the pyramid and the head towers.
-        num_convs: Conv blocks per head tower.
-        prior_prob: Initial foreground probability.
+        neck: A neck module or factory (``_partial_: true``) taking ``in_channels`` and ``in_strides``;
+            default :class:`FPN` with ``fpn_channels``.
+        head: A head module or factory taking ``in_channels``, ``num_classes`` and ``num_levels``; default a
+            :class:`DenseHead` with centerness and per-level scales, ``num_convs`` and ``prior_prob``.
+        fpn_channels: Channels of the default neck.
+        num_convs: Conv blocks per tower of the default head.
+        prior_prob: Initial foreground probability of the default head.
+        anchor_offset: Point inside its cell, in strides.
         regress_ranges: Per level ``(lo, hi)`` of a positive's largest distance, in pixels.
         center_sampling_radius: Centre-sampling radius in strides; None for the whole box.
         norm_on_bbox: Distances ``ReLU(x) * stride`` if True, ``exp(x)`` pixels if False.
         bbox_loss_weight: Weight of the GIoU loss (mmdet's FCOS: 1.0).
         nms_thresh: NMS IoU (mmdet's FCOS: 0.5).
-        **detector: Any other :class:`DenseDetector` setting (losses, inference).
+        **detector: Any other :class:`DenseDetector` setting (focal loss, inference).
     """
 
-    def __init__(self, *, backbone: nn.Module, num_classes: int, fpn_channels: int = 256, num_convs: int = 4,
-                 prior_prob: float = 0.01, regress_ranges: Sequence[Sequence[float]] = REGRESS_RANGES,
+    def __init__(self, *, backbone: nn.Module, num_classes: int, neck: Part = None, head: Part = None,
+                 fpn_channels: int = 256, num_convs: int = 4, prior_prob: float = 0.01, anchor_offset: float = 0.5,
+                 regress_ranges: Sequence[Sequence[float]] = REGRESS_RANGES,
                  center_sampling_radius: float | None = 1.5, norm_on_bbox: bool = True,
                  bbox_loss_weight: float = 1.0, nms_thresh: float = 0.5, **detector: Any) -> None:
-        neck = FPN(in_channels=backbone.out_channels, in_strides=backbone.strides, out_channels=fpn_channels)
+        neck = build_neck(neck, backbone=backbone, channels=fpn_channels)
         if len(regress_ranges) != len(neck.strides):
             raise ValueError(f"{len(regress_ranges)} regress_ranges for {len(neck.strides)} levels")
-        head = DenseHead(in_channels=fpn_channels, num_classes=num_classes, num_levels=len(neck.strides),
-                         num_convs=num_convs, prior_prob=prior_prob, centerness=True, scales=True)
+        default: Callable[..., nn.Module] = partial(DenseHead, num_convs=num_convs, prior_prob=prior_prob,
+                                                    centerness=True, scales=True)
+        head = build_head(head, default=default, neck=neck, num_classes=num_classes)
         super().__init__(backbone=backbone, neck=neck, head=head, num_classes=num_classes,
                          bbox_loss_weight=bbox_loss_weight, nms_thresh=nms_thresh, **detector)
+        self.anchor_offset = anchor_offset
         self.regress_ranges = [(float(lo), float(hi)) for lo, hi in regress_ranges]
         self.center_sampling_radius = center_sampling_radius
         self.norm_on_bbox = norm_on_bbox
@@ -158,3 +167,8 @@ class FCOS(DenseDetector):
             x1, x2 = x1.clamp(min=0.0, max=width), x2.clamp(min=0.0, max=width)
             y1, y2 = y1.clamp(min=0.0, max=height), y2.clamp(min=0.0, max=height)
         return torch.stack([x1, y1, x2, y2], dim=-1)  # [P, 4]
+
+    def box_losses(self, anchors: Tensor, strides: Tensor, deltas: Tensor, ctr: Tensor | None, boxes: Tensor,
+                   norm: float) -> dict[str, Tensor]:
+        """GIoU weighted by the centerness target, and centerness BCE (:func:`centerness_box_losses`)."""
+        return centerness_box_losses(self.decode(anchors, deltas, strides), anchors, ctr, boxes, norm)

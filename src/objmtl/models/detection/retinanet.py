@@ -16,7 +16,8 @@ Choices (mmdet's ``RetinaHead`` / Detectron unless noted):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import torch
@@ -27,8 +28,7 @@ from torchvision.ops import box_iou
 from objmtl.models.detection.atss_assigner import IGNORED, NEGATIVE, _iof
 from objmtl.models.detection.box_coder import DeltaXYWHCoder
 from objmtl.models.detection.dense_head import DenseHead
-from objmtl.models.detection.detector import DenseDetector
-from objmtl.models.detection.fpn import FPN
+from objmtl.models.detection.detector import DenseDetector, Part, build_head, build_neck
 
 __all__ = ["RetinaNet", "max_iou_assign", "retinanet_anchors"]
 
@@ -123,14 +123,21 @@ def max_iou_assign(
 
 
 class RetinaNet(DenseDetector):
-    """RetinaNet on FPN P3-P7: builds the neck and a 9-anchor :class:`DenseHead` (no centerness, no scales).
+    """RetinaNet on FPN P3-P7 around a C3-C5 backbone, with a 9-anchor :class:`DenseHead` (no centerness, no
+    scales).
 
     Args:
         backbone: Returns C3-C5 (``out_indices: [1, 2, 3]``) and declares ``out_channels`` and ``strides``.
         num_classes: Foreground classes.
-        fpn_channels: Channels of the pyramid and the head towers.
-        num_convs: Conv blocks per head tower.
-        prior_prob: Initial foreground probability.
+        neck: A neck module or factory (``_partial_: true``) taking ``in_channels`` and ``in_strides``;
+            default :class:`FPN` with ``fpn_channels``.
+        head: A head module or factory taking ``in_channels``, ``num_classes`` and ``num_levels``; default a
+            :class:`DenseHead` with ``scales_per_octave * len(ratios)`` anchors, ``num_convs`` and ``prior_prob``.
+        fpn_channels: Channels of the default neck.
+        num_convs: Conv blocks per tower of the default head.
+        prior_prob: Initial foreground probability of the default head.
+        coder: Box coder of the deltas (default: means 0, stds 1, as Detectron's RetinaNet).
+        anchor_offset: Anchor centre inside its cell, in strides.
         octave_base_scale: Side of the smallest anchor, in strides.
         scales_per_octave: Anchor scales per octave.
         ratios: Anchor aspect ratios h / w.
@@ -139,21 +146,24 @@ class RetinaNet(DenseDetector):
         smooth_l1_beta: Smooth L1 beta of the delta loss.
         bbox_loss_weight: Weight of the delta loss.
         nms_thresh: NMS IoU (mmdet's RetinaNet: 0.5).
-        **detector: Any other :class:`DenseDetector` setting (focal loss, inference, ``coder``).
+        **detector: Any other :class:`DenseDetector` setting (focal loss, inference).
     """
 
-    def __init__(self, *, backbone: nn.Module, num_classes: int, fpn_channels: int = 256, num_convs: int = 4,
-                 prior_prob: float = 0.01, octave_base_scale: float = 4.0, scales_per_octave: int = 3,
-                 ratios: Sequence[float] = (0.5, 1.0, 2.0), pos_iou_thr: float = 0.5, neg_iou_thr: float = 0.4,
-                 smooth_l1_beta: float = 1 / 9, bbox_loss_weight: float = 1.0, nms_thresh: float = 0.5,
-                 **detector: Any) -> None:
-        neck = FPN(in_channels=backbone.out_channels, in_strides=backbone.strides, out_channels=fpn_channels)
-        head = DenseHead(in_channels=fpn_channels, num_classes=num_classes,
-                         num_anchors=scales_per_octave * len(ratios), num_levels=len(neck.strides),
-                         num_convs=num_convs, prior_prob=prior_prob, centerness=False, scales=False)
-        detector.setdefault("coder", DeltaXYWHCoder(stds=(1.0, 1.0, 1.0, 1.0)))
+    def __init__(self, *, backbone: nn.Module, num_classes: int, neck: Part = None, head: Part = None,
+                 fpn_channels: int = 256, num_convs: int = 4, prior_prob: float = 0.01,
+                 coder: DeltaXYWHCoder | None = None, anchor_offset: float = 0.5, octave_base_scale: float = 4.0,
+                 scales_per_octave: int = 3, ratios: Sequence[float] = (0.5, 1.0, 2.0), pos_iou_thr: float = 0.5,
+                 neg_iou_thr: float = 0.4, smooth_l1_beta: float = 1 / 9, bbox_loss_weight: float = 1.0,
+                 nms_thresh: float = 0.5, **detector: Any) -> None:
+        neck = build_neck(neck, backbone=backbone, channels=fpn_channels)
+        default: Callable[..., nn.Module] = partial(DenseHead, num_anchors=scales_per_octave * len(ratios),
+                                                    num_convs=num_convs, prior_prob=prior_prob, centerness=False,
+                                                    scales=False)
+        head = build_head(head, default=default, neck=neck, num_classes=num_classes)
         super().__init__(backbone=backbone, neck=neck, head=head, num_classes=num_classes,
                          bbox_loss_weight=bbox_loss_weight, nms_thresh=nms_thresh, **detector)
+        self.coder = coder or DeltaXYWHCoder(stds=(1.0, 1.0, 1.0, 1.0))
+        self.anchor_offset = anchor_offset
         self.octave_base_scale, self.scales_per_octave = octave_base_scale, scales_per_octave
         self.ratios = [float(r) for r in ratios]
         self.pos_iou_thr, self.neg_iou_thr, self.smooth_l1_beta = pos_iou_thr, neg_iou_thr, smooth_l1_beta
@@ -170,6 +180,11 @@ class RetinaNet(DenseDetector):
         """[A] matched box of every anchor (:func:`max_iou_assign`)."""
         return max_iou_assign(torch.cat(anchors), boxes, gt_ignore=crowd, pos_iou_thr=self.pos_iou_thr,
                               neg_iou_thr=self.neg_iou_thr)
+
+    def decode(self, anchors: Tensor, deltas: Tensor, strides: Tensor,
+               max_shape: tuple[int, int] | None = None) -> Tensor:
+        """Boxes [P, 4] xyxy of DeltaXYWH ``deltas`` [P, 4] at ``anchors`` [P, 4] (``strides`` unused)."""
+        return self.coder.decode(anchors, deltas, max_shape=max_shape)
 
     def box_losses(self, anchors: Tensor, strides: Tensor, deltas: Tensor, ctr: Tensor | None, boxes: Tensor,
                    norm: float) -> dict[str, Tensor]:
