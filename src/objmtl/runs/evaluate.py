@@ -57,13 +57,7 @@ def evaluate(source: str | Path, *, split: str | None = None, data_root: str | P
     and a detector's GroupNorm sees the padding, so its outputs depend on which images share a batch;
     ``loss`` is a mean of batch losses (detection normalises by a batch's positives).
     """
-    if split not in (None, "val", "test"):
-        raise UserError(f"--split {split}: use val or test")
-    if format_only and not out:
-        raise UserError("--format-only writes the predictions only: give --out")
-    if devices < 1:
-        raise UserError(f"--devices {devices}: give 1 or more")
-    check_eval_devices(accelerator=accelerator, devices=devices)
+    _check_arguments(split=split, out=out, format_only=format_only, devices=devices, accelerator=accelerator)
     register_resolvers()
     quiet_lightning()
     cap_torch_threads()
@@ -84,38 +78,15 @@ def evaluate(source: str | Path, *, split: str | None = None, data_root: str | P
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
     meta = datamodule.read_meta()
-    count = datamodule.count
-    if split is None:
-        split = "test" if count("test") else "val"
-    if count(split) == 0:
-        other = "val" if split == "test" else "test"
-        raise UserError(f"{datamodule.root}: split {split!r} has no samples"
-                        + (f" (try --split {other})" if count(other) else ""))
+    split = _pick_split(datamodule, split)
     work = Path(metrics_out).parent if metrics_out else run_dir / f"eval_{split}"
     with open_dict(cfg):
         cfg.paths.output_dir = str(work)
     task = build_task(cfg, for_training=False)
     load_own_weights(task.model, ckpt, ckpt_path)
-    fused = None
-    if fuse_conv_bn:
-        from objmtl.runs.fuse import fuse_conv_bn as fuse
-
-        fused = fuse(task.model)
     outputs = outputs_cls(keep=bool(out or show_dir))
-    trainer = L.Trainer(accelerator=accelerator, devices=devices, strategy="ddp" if devices > 1 else "auto",
-                        logger=False, enable_checkpointing=False, default_root_dir=str(work),
-                        enable_model_summary=False, callbacks=[outputs, InterruptBetweenSteps()])
-    if fused is not None and trainer.is_global_zero:
-        print(f"fused {fused} conv + BatchNorm pairs")
-    run = trainer.validate if split == "val" else trainer.test
-    try:
-        outcome = run(task, datamodule=datamodule, verbose=False)
-    except SystemExit:  # Lightning's way out of a Ctrl-C
-        if trainer.interrupted:
-            raise KeyboardInterrupt from None  # the command says "interrupted" in one line, exit 130
-        raise
-    # one dict per evaluation loader (task=mtl has one per head); epoch-level metrics are in each
-    metrics = {k: float(v) for per_loader in outcome or [] for k, v in per_loader.items()}
+    trainer, metrics = _run(task, datamodule, split=split, work=work, outputs=outputs, accelerator=accelerator,
+                            devices=devices, fuse_conv_bn=fuse_conv_bn)
     if not trainer.is_global_zero:
         return metrics
     report: dict[str, Any] = {"checkpoint": str(ckpt_path), "split": split, "data": str(datamodule.root),
@@ -137,6 +108,54 @@ def evaluate(source: str | Path, *, split: str | None = None, data_root: str | P
                          score_thr=show_score_thr)
         print(f"shown:   {n} pictures in {show_dir}")
     return metrics
+
+
+def _check_arguments(*, split: str | None, out: str | Path | None, format_only: bool, devices: int,
+                     accelerator: str) -> None:
+    """The checks that need no checkpoint: one UserError line each."""
+    if split not in (None, "val", "test"):
+        raise UserError(f"--split {split}: use val or test")
+    if format_only and not out:
+        raise UserError("--format-only writes the predictions only: give --out")
+    if devices < 1:
+        raise UserError(f"--devices {devices}: give 1 or more")
+    check_eval_devices(accelerator=accelerator, devices=devices)
+
+
+def _pick_split(datamodule: Any, split: str | None) -> str:
+    """``split``, or ``test`` when the data has one and ``val`` when not; a split without samples is an error."""
+    count = datamodule.count
+    if split is None:
+        split = "test" if count("test") else "val"
+    if count(split) == 0:
+        other = "val" if split == "test" else "test"
+        raise UserError(f"{datamodule.root}: split {split!r} has no samples"
+                        + (f" (try --split {other})" if count(other) else ""))
+    return split
+
+
+def _run(task: Any, datamodule: Any, *, split: str, work: Path, outputs: Any, accelerator: str, devices: int,
+         fuse_conv_bn: bool) -> tuple[L.Trainer, dict[str, float]]:
+    """The Lightning validate / test run: the trainer and the metrics (one dict per loader, merged)."""
+    fused = None
+    if fuse_conv_bn:
+        from objmtl.runs.fuse import fuse_conv_bn as fuse
+
+        fused = fuse(task.model)
+    trainer = L.Trainer(accelerator=accelerator, devices=devices, strategy="ddp" if devices > 1 else "auto",
+                        logger=False, enable_checkpointing=False, default_root_dir=str(work),
+                        enable_model_summary=False, callbacks=[outputs, InterruptBetweenSteps()])
+    if fused is not None and trainer.is_global_zero:
+        print(f"fused {fused} conv + BatchNorm pairs")
+    run = trainer.validate if split == "val" else trainer.test
+    try:
+        outcome = run(task, datamodule=datamodule, verbose=False)
+    except SystemExit:  # Lightning's way out of a Ctrl-C
+        if trainer.interrupted:
+            raise KeyboardInterrupt from None  # the command says "interrupted" in one line, exit 130
+        raise
+    # one dict per evaluation loader (task=mtl has one per head); epoch-level metrics are in each
+    return trainer, {k: float(v) for per_loader in outcome or [] for k, v in per_loader.items()}
 
 
 def _print_table(metrics: dict[str, float], *, title: str) -> None:
