@@ -26,16 +26,20 @@ read -r -a PRE_ARGS <<< "$PRE"
 read -r -a FT_ARGS <<< "$FT"
 mkdir -p "$OUT"
 set -x
-VIEWS=() SEG_DATA=()
+# MoBY's model and views unless told otherwise (task=ssl's defaults, model=moby_small and data=ssl_synth, are a
+# first run on the synthetic set; moby_small's backbone stops at C4, so fine-tuning would get no pretrained C5)
+VIEWS=(data=ssl) MODEL=(model=moby) SEG_DATA=()
 if [ -z "$DATA" ]; then                                                                # 1. pack data
   DATA="$OUT/data"
   [ -f "$DATA/meta.json" ] || "$BIN/objmtl-data" synth --out "$DATA" --n "${SYNTH_N:-2000}" --seed 0
   # random colours per image: grayscale views, or MoBY learns colour (docs/training_and_evaluating.md)
-  [[ " $PRE $* " == *" data="* || " $PRE $* " == *" experiment="* ]] || VIEWS=(data=ssl_gray)
+  VIEWS=(data=ssl_gray)
 elif [ "$TASK" = seg ] && [[ " $FT $* " != *" data="* ]]; then
   SEG_DATA=(data=seg)  # your shards keep data=seg's rescale; task=seg's default (data=seg_synth) is for the synthetic set
 fi
-"$BIN/objmtl-train" task=ssl ${VIEWS[@]+"${VIEWS[@]}"} "data.root=$DATA" "hydra.run.dir=$OUT/pretrain" \
+if [[ " $PRE $* " == *" data="* || " $PRE $* " == *" experiment="* ]]; then VIEWS=(); fi
+if [[ " $PRE $* " == *" model="* || " $PRE $* " == *" experiment="* ]]; then MODEL=(); fi
+"$BIN/objmtl-train" task=ssl ${MODEL[@]+"${MODEL[@]}"} ${VIEWS[@]+"${VIEWS[@]}"} "data.root=$DATA" "hydra.run.dir=$OUT/pretrain" \
     test_after_fit=false "$@" ${PRE_ARGS[@]+"${PRE_ARGS[@]}"}                         # 2. pretrain (MoBY)
 "$BIN/objmtl-ckpt" wash "$OUT/pretrain" --out "$OUT/backbone.pth"                     # 3. keep the backbone
 "$BIN/objmtl-train" "task=$TASK" ${SEG_DATA[@]+"${SEG_DATA[@]}"} "data.root=$DATA" "load_from=$OUT/backbone.pth" \

@@ -107,7 +107,7 @@ def test_two_processes_give_the_knn_accuracy_of_one(odd_synth: Path, tmp_path: P
     from objmtl.runs.train import train
 
     run = tmp_path / "run"
-    train(compose_train("task=ssl", "debug=fast", f"data.root={odd_synth}", "data.image_size=32", "data.batch_size=8",
+    train(compose_train("task=ssl", "model=moby", "data=ssl", "debug=fast", f"data.root={odd_synth}", "data.image_size=32", "data.batch_size=8",
                         "model.hidden_dim=64", "model.proj_dim=32", "model.queue_size=64", "logger=csv",
                         "test_after_fit=false", run_dir=run))
     one = evaluate(run, metrics_out=tmp_path / "m1" / "metrics.json", split="test", overrides=["data.num_workers=0"])

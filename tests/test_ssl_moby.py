@@ -18,7 +18,7 @@ from tests.helpers import compose_train
 torch.set_num_threads(2)
 
 # resnet18 on 32-px images, small heads and queue: ~1 s per step of 32 image pairs on 2 loaded CPU cores
-SSL = ("task=ssl", "data.num_workers=0", "logger=csv", "test_after_fit=false", "data.image_size=32",
+SSL = ("task=ssl", "model=moby", "data=ssl", "data.num_workers=0", "logger=csv", "test_after_fit=false", "data.image_size=32",
        "data.batch_size=32", "data.eval_batch_size=128", "model.hidden_dim=512", "model.proj_dim=128",
        "model.queue_size=256", "optim.lr=0.002", "sched.warmup_epochs=1")
 
