@@ -44,8 +44,9 @@ class Segmenter(TaskModel, Protocol):
 
 @runtime_checkable
 class Detector(TaskModel, Protocol):
-    """``forward(images, image_sizes)`` gives raw outputs, ``loss`` their losses against the targets
-    (``{"loss": total, ...terms}``), ``postprocess`` the detections of each image in input pixels."""
+    """``forward(images)`` gives raw outputs (``forward(images, image_sizes)`` for a model with
+    ``uses_image_sizes = True``, such as Deformable DETR, which masks the padding), ``loss`` their losses against
+    the targets (``{"loss": total, ...terms}``), ``postprocess`` the detections of each image in input pixels."""
 
     num_classes: int
 
@@ -70,6 +71,8 @@ class DenseDetectorModel(Detector, Protocol):
 
     def decode(self, anchors: Tensor, deltas: Tensor, strides: Tensor,
                max_shape: tuple[int, int] | None = None) -> Tensor: ...
+
+    def _flat(self, x: Tensor, last: int) -> Tensor: ...
 
 
 @runtime_checkable
