@@ -203,13 +203,10 @@ def test_a_pipeline_that_cannot_carry_labels_is_a_user_error(label_fields: list[
         DetectionSamples(transform=A.Compose([A.HorizontalFlip()], bbox_params=bp))
 
 
-def test_the_datamodule_batches_detection_samples(shards: Path, cfg: Any,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_datamodule_batches_detection_samples(shards: Path, cfg: Any) -> None:
     from objmtl.data.datamodule import ShardDataModule
-    from objmtl.data.task_samples import TASK_SAMPLES
 
-    monkeypatch.setitem(TASK_SAMPLES, "det", DetectionSamples)
-    dm = ShardDataModule(root=str(shards), task="det", batch_size=4, num_workers=0, shuffle_buffer=4,
+    dm = ShardDataModule(root=str(shards), task="det", samples=DetectionSamples, batch_size=4, num_workers=0, shuffle_buffer=4,
                          train_transform=instantiate(cfg.data.train_transform))
     batch = next(iter(dm.train_dataloader()))
     assert batch["images"].shape[0] == 4 and batch["images"].shape[2] % 32 == 0

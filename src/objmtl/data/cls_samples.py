@@ -8,17 +8,22 @@ from typing import Any
 from torch.utils.data import default_collate
 
 from objmtl.data.image_tensor import image_tensor
+from objmtl.data.sample_adapter import SampleAdapter
 from objmtl.data.seeding import ReseedsTransform
 from objmtl.errors import UserError
 
 __all__ = ["ClassificationSamples"]
 
 
-class ClassificationSamples(ReseedsTransform):
+class ClassificationSamples(ReseedsTransform, SampleAdapter):
     """``{"image": Tensor[3, H, W], "label": int, "key": str}`` from a sample's ``label``."""
 
     task = "cls"
     needs = ("label",)
+
+    @staticmethod
+    def carried_by(sample: dict[str, Any]) -> bool:
+        return sample["ann"].get("label") is not None
 
     def __init__(self, *, transform: Callable[..., dict] | None = None) -> None:
         self.transform = transform

@@ -15,10 +15,10 @@ from objmtl.data.mixing import MixedDataset, merge_metas
 from objmtl.data.resumable_loader import ResumableLoader
 from objmtl.data.schema import TASKS, Meta, read_meta
 from objmtl.data.shard_reader import ShardDataset
-from objmtl.data.task_samples import samples_for_task
 from objmtl.data.worker_init import worker_init
 from objmtl.errors import UserError
 from objmtl.locations import cache_dir
+from objmtl.task_kinds import builtin_kind, head_pieces, piece
 
 __all__ = ["ShardDataModule", "meta_of", "resolve_root"]
 
@@ -66,7 +66,11 @@ class ShardDataModule(L.LightningDataModule):
     Args:
         root: the shard set (``meta.json`` inside). ``None`` with ``synth`` set uses the cached
             synthetic set, written on first use.
-        task: which annotations to train on (``cls``, ...): picks the sample adapter.
+        task: the task kind's name (``cls``, ...), for messages; and, without ``samples``, the built-in kind
+            whose adapter reads the samples (``conf/kind/<task>.yaml``).
+        samples: the task kind's sample adapter class (:class:`~objmtl.data.sample_adapter.SampleAdapter`),
+            ``task.kind.samples``: ``objmtl-train`` and ``objmtl-test`` pass it.
+        head_samples: a multi-head kind's ``{head: its adapter class}`` (``task.kind.heads.<head>.samples``).
         train_transform, eval_transform: albumentations pipelines (ending in ``ToTensorV2``).
         samples_per_epoch: fixed-length training epochs drawn by resampling shards.
         on_decode_error: ``warn`` skips (and counts) an undecodable image; ``raise`` stops.
@@ -94,7 +98,8 @@ class ShardDataModule(L.LightningDataModule):
                  mean: list[float] | None = None, std: list[float] | None = None,
                  sources: list[dict[str, Any]] | None = None, mix: str = "concat",
                  repeat_threshold: float = 0.001, group_by_aspect: bool = False,
-                 heads: list[str] | None = None, pose_size: list[int] | None = None) -> None:
+                 heads: list[str] | None = None, pose_size: list[int] | None = None,
+                 samples: type | None = None, head_samples: dict[str, type] | None = None) -> None:
         super().__init__()
         self.sources = [dict(s) for s in sources] if sources else None
         if self.sources and any("root" not in s for s in self.sources):
@@ -108,12 +113,14 @@ class ShardDataModule(L.LightningDataModule):
         self.root = Path(self.sources[0]["root"]) if self.sources else resolve_root(root, synth)
         self.synth = dict(synth) if synth and not root else None
         self.task = task
-        self.adapter = samples_for_task(task)
         self.heads = list(heads) if heads is not None else None
+        if samples is None:  # built by hand: the built-in kind's adapters
+            kind = builtin_kind(task, heads=self.heads)
+            samples, head_samples = piece(kind, "samples"), head_pieces(kind, "samples")
+        self.adapter: Any = samples
+        self.head_samples = dict(head_samples or {})
+        self.adapter.check_heads(self.heads, self.head_samples)
         self.pose_size = list(pose_size) if pose_size is not None else None
-        if task == "mtl" and (not self.heads or len(set(self.heads)) != len(self.heads)
-                              or any(h not in TASKS for h in self.heads)):
-            raise UserError(f"task.heads={self.heads}: pick one or more of {', '.join(TASKS)}, each once")
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
@@ -122,6 +129,7 @@ class ShardDataModule(L.LightningDataModule):
         self.on_decode_error = on_decode_error
         self.splits = {"train": train_split, "val": val_split, "test": test_split}
         self._datasets: dict[str, ShardDataset] = {}
+        self._adapters: dict[str, Any] = {}  # each dataset's sample adapter
         # what the transforms normalise with: exported models and predictors need the same
         self.image_size, self.mean, self.std = image_size, mean, std
         self.group_by_aspect = group_by_aspect
@@ -134,19 +142,18 @@ class ShardDataModule(L.LightningDataModule):
     def read_meta(self) -> Meta:
         """The shard set's meta.json (merged over sources), checked to carry what this task trains on."""
         meta = meta_of(str(self.root), None, self.sources)
-        needed = self.heads if self.task == "mtl" else [getattr(self.adapter, "meta_task", self.task)]
-        for kind in needed or []:  # ssl: cls labels, for its k-NN
+        needed = self.adapter.required(self.heads)  # {annotation kind: who needs it}; ssl: cls labels, for its k-NN
+        for kind, what in needed.items():
             if kind not in meta.tasks:
-                what = f"head {kind} of task=mtl" if self.task == "mtl" else f"task={self.task}"
                 raise UserError(f"{self.root}: {what} needs annotations these shards do not carry "
                                 f"(they carry: {', '.join(meta.tasks) or 'nothing'})")
-        if self.task == "mtl" and self.sources:
+        if self.sources:
             lent = {k for s in self.sources for k in read_meta(Path(s["root"]).expanduser()).tasks
                     if s.get("tasks") is None or k in s["tasks"]}
-            for kind in needed or []:
+            for kind, what in needed.items():
                 if kind not in lent:
-                    raise UserError(f"data.sources: no source lends {kind} annotations to the {kind} head "
-                                    "(add it to a source's tasks, or drop the head from task.heads)")
+                    raise UserError(f"data.sources: no source lends {kind} annotations, which {what} needs "
+                                    "(add it to a source's tasks, or drop that head from task.heads)")
         return meta
 
     def count(self, stage: str) -> int:
@@ -175,10 +182,7 @@ class ShardDataModule(L.LightningDataModule):
 
     def _make_adapter(self, stage: str, head: str | None) -> Any:
         transform = self.train_transform if stage == "train" else self.eval_transform
-        if self.task != "mtl":
-            return self.adapter(transform=transform)
-        heads = [head] if head else self.heads
-        return self.adapter(transform={h: dict(transform or {}).get(h) for h in heads}, heads=heads)
+        return self.adapter.build(transform=transform, heads=[head] if head else self.heads, parts=self.head_samples)
 
     def dataset(self, stage: str, head: str | None = None) -> ShardDataset | MixedDataset | AspectGroupedDataset:
         """The dataset of ``train``, ``val``, ``test`` or ``bank`` (the train split with the evaluation
@@ -187,7 +191,7 @@ class ShardDataModule(L.LightningDataModule):
         name = f"{stage}:{head}" if head else stage
         if name not in self._datasets:
             self.read_meta()
-            adapter = self._make_adapter(stage, head)
+            adapter = self._adapters[name] = self._make_adapter(stage, head)
             ds: Any
             if not self.sources:
                 ds = self._shards(self.root, stage, adapter)
@@ -208,11 +212,12 @@ class ShardDataModule(L.LightningDataModule):
 
     def _loader(self, stage: str, head: str | None = None) -> DataLoader:
         ds = self.dataset(stage, head)
+        adapter = self._adapters[f"{stage}:{head}" if head else stage]  # its collate makes the batches
         train = stage == "train"
         # persistent_workers stays off: workers must see the epoch set on the dataset each epoch
         return (ResumableLoader if train else DataLoader)(
             ds, batch_size=self.batch_size if train else self.eval_batch_size, num_workers=self.num_workers,
-            collate_fn=self.adapter.collate, drop_last=train, pin_memory=torch.cuda.is_available(),
+            collate_fn=adapter.collate, drop_last=train, pin_memory=torch.cuda.is_available(),
             worker_init_fn=worker_init if self.num_workers else None)
 
     def train_dataloader(self) -> DataLoader:
@@ -248,9 +253,10 @@ class ShardDataModule(L.LightningDataModule):
         read with the evaluation transform comes first, as the k-NN memory bank."""
         if getattr(self.adapter, "knn_bank", False):
             return [self._loader("bank"), self._loader(stage)]
-        if self.task == "mtl":
-            return [self._loader(stage, head) for head in self.heads or []]
-        return self._loader(stage)
+        views = self.adapter.eval_views(self.heads)  # a multi-head kind (task=mtl): one loader per head
+        if views == [None]:
+            return self._loader(stage)
+        return [self._loader(stage, view) for view in views]
 
     def val_dataloader(self) -> DataLoader | list[DataLoader]:
         return self._eval_loaders("val")

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from objmtl.data.image_tensor import image_tensor
+from objmtl.data.sample_adapter import SampleAdapter
 from objmtl.data.seeding import ReseedsTransform
 from objmtl.data.shard_reader import sample_image_id
 from objmtl.errors import UserError
@@ -101,7 +102,7 @@ class _Collate:
         return PadCollate(pad_divisor=(owner if obj is None else obj).pad_divisor)
 
 
-class DetectionSamples(ReseedsTransform):
+class DetectionSamples(ReseedsTransform, SampleAdapter):
     """Boxes, classes, crowd flags and areas of a sample, augmented together with its image.
 
     ``DetectionSamples.collate`` (on the class, as the datamodule uses it) pads to multiples of
@@ -116,6 +117,10 @@ class DetectionSamples(ReseedsTransform):
 
     task = "det"
     needs = ("boxes",)
+
+    @staticmethod
+    def carried_by(sample: dict[str, Any]) -> bool:
+        return sample["ann"].get("boxes") is not None  # an empty list: an annotated image without objects
     pad_divisor = 32
     collate = _Collate()
 

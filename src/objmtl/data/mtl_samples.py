@@ -1,48 +1,35 @@
 """``task=mtl`` samples: each head's view of a sample, for the heads whose annotations the sample carries.
 
-A sample goes to head ``cls`` when it has a ``label``, ``det`` when it has ``boxes`` (an empty list is an
-annotated image without objects), ``seg`` when it has a mask or polygons, ``pose`` when it has
-``keypoints``; and only to the kinds its source lends (``data.sources[i].tasks``, see
+A sample goes to a head when that head's adapter says it carries the head's annotations
+(:meth:`~objmtl.data.sample_adapter.SampleAdapter.carried_by`: ``cls`` a ``label``, ``det`` ``boxes`` (an
+empty list is an annotated image without objects), ``seg`` a mask or polygons, ``pose`` ``keypoints``), and
+only for the kinds its source lends (``data.sources[i].tasks``, see
 :class:`~objmtl.data.mixing.MixedDataset`). Each head's adapter (the single-task one, with that head's
 transform) makes its item; a batch is ``{head: that head's collated batch}`` for the heads present in it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from objmtl.data.cls_samples import ClassificationSamples
-from objmtl.data.det_samples import DetectionSamples
-from objmtl.data.pose_samples import PoseSamples
-from objmtl.data.seg_samples import SegmentationSamples
+from objmtl.data.sample_adapter import SampleAdapter
 from objmtl.errors import UserError
+from objmtl.locations import CONFIG_DIR
+from objmtl.task_kinds import builtin_kind, head_pieces
 
 __all__ = ["MultiTaskSamples", "carries"]
 
 
-def carries(sample: dict[str, Any], kind: str) -> bool:
-    """Whether ``sample`` holds the annotations head ``kind`` trains on (and its source lends them)."""
+def carries(sample: dict[str, Any], head: str, adapter: type[SampleAdapter]) -> bool:
+    """Whether ``sample`` holds the annotations ``head`` trains on (its adapter says) and its source lends them."""
     lent = sample.get("kinds")
-    if lent is not None and kind not in lent:
+    if lent is not None and head not in lent:
         return False
-    ann = sample["ann"]
-    if kind == "cls":
-        return ann.get("label") is not None
-    if kind == "det":
-        return ann.get("boxes") is not None
-    if kind == "seg":
-        return sample.get("mask") is not None or bool(ann.get("polygons"))
-    if kind == "pose":
-        return ann.get("keypoints") is not None
-    raise UserError(f"task.heads: unknown head {kind!r}")
+    return adapter.carried_by(sample)
 
 
-def _adapters() -> dict[str, type]:
-    return {"cls": ClassificationSamples, "det": DetectionSamples, "seg": SegmentationSamples, "pose": PoseSamples}
-
-
-class MultiTaskSamples:
+class MultiTaskSamples(SampleAdapter):
     """Routes a decoded sample to the adapters of the heads it has annotations for.
 
     Args:
@@ -57,18 +44,34 @@ class MultiTaskSamples:
     """
 
     task = "mtl"
-    meta_task = None  # any annotation kinds; ShardDataModule checks the heads one by one
-    needs: tuple[str, ...] = ()
 
     def __init__(self, *, transform: dict[str, Callable[..., Any]] | None = None,
-                 heads: Sequence[str] | None = None) -> None:
+                 heads: Sequence[str] | None = None, adapters: Mapping[str, type[SampleAdapter]] | None = None) -> None:
         transform = dict(transform or {})
         self.heads = list(heads) if heads is not None else list(transform)
-        adapters = _adapters()
-        unknown = [h for h in self.heads if h not in adapters]
-        if unknown or not self.heads:
-            raise UserError(f"task.heads={self.heads}: pick one or more of {', '.join(adapters)}")
-        self.adapters = {h: adapters[h](transform=transform.get(h)) for h in self.heads}
+        if adapters is None:  # built by hand: the built-in kinds' adapters (conf/kind/mtl.yaml's heads)
+            adapters = head_pieces(builtin_kind("mtl", heads=[h for h in self.heads if _is_builtin(h)]), "samples")
+        self.check_heads(self.heads, adapters)
+        self.adapters = {h: adapters[h].build(transform=transform.get(h)) for h in self.heads}
+
+    @classmethod
+    def build(cls, *, transform: Any, heads: Sequence[str] | None = None,
+              parts: Mapping[str, type] | None = None) -> MultiTaskSamples:
+        return cls(transform={h: dict(transform or {}).get(h) for h in heads or []}, heads=heads, adapters=parts)
+
+    @classmethod
+    def check_heads(cls, heads: Sequence[str] | None, parts: Mapping[str, type] | None) -> None:
+        known = list(parts or {})
+        if not heads or len(set(heads)) != len(heads) or any(h not in known for h in heads):
+            raise UserError(f"task.heads={list(heads or [])}: pick one or more of {', '.join(known)}, each once")
+
+    @classmethod
+    def required(cls, heads: Sequence[str] | None) -> dict[str, str]:
+        return {h: f"head {h} of task=mtl" for h in heads or []}
+
+    @classmethod
+    def eval_views(cls, heads: Sequence[str] | None) -> list[str | None]:
+        return list(heads or [])
 
     def reseed(self, seed: int) -> None:
         for i, adapter in enumerate(self.adapters.values()):
@@ -76,16 +79,19 @@ class MultiTaskSamples:
                 adapter.reseed(seed + 7919 * i)
 
     def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
-        items = {h: a(sample) for h, a in self.adapters.items() if carries(sample, h)}
+        items = {h: a(sample) for h, a in self.adapters.items() if carries(sample, h, type(a))}
         return {"heads": items, "key": str(sample.get("key", ""))}
 
-    @staticmethod
-    def collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
-        adapters = _adapters()
+    def collate(self, batch: list[dict[str, Any]]) -> dict[str, Any]:  # type: ignore[override]
+        """``{head: that head's collated batch}`` for the heads of this adapter present in ``batch``."""
         # samples that carry none of the trained heads' annotations: counted (data/unused_samples), not trained on
         out: dict[str, Any] = {"samples": len(batch), "unused": sum(1 for b in batch if not b["heads"])}
-        for head, adapter in adapters.items():
+        for head, adapter in self.adapters.items():
             items = [b["heads"][head] for b in batch if head in b["heads"]]
             if items:
                 out[head] = adapter.collate(items)
         return out
+
+
+def _is_builtin(head: str) -> bool:
+    return (CONFIG_DIR / "kind" / f"{head}.yaml").is_file()

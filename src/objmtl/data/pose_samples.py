@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 import torch
 
+from objmtl.data.sample_adapter import SampleAdapter
 from objmtl.data.shard_reader import sample_image_id
 from objmtl.errors import UserError
 from objmtl.geometry.affine import affine_matrix, apply_affine, box_to_region, invert_affine, to_heatmap
@@ -226,7 +227,7 @@ def _per_instance(ann: dict[str, Any], name: str, n: int, default: float, dtype:
     return np.asarray(values if values is not None and len(values) == n else [default] * n, dtype).reshape(n)
 
 
-class PoseSamples:
+class PoseSamples(SampleAdapter):
     """All person crops of an image with their heatmap targets, and its ground truth for the metrics.
 
     Args:
@@ -236,6 +237,10 @@ class PoseSamples:
 
     task = "pose"
     needs = ("boxes", "keypoints")
+
+    @staticmethod
+    def carried_by(sample: dict[str, Any]) -> bool:
+        return sample["ann"].get("keypoints") is not None
 
     def __init__(self, *, transform: TopDownCrop | None = None) -> None:
         if transform is None:

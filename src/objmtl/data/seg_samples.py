@@ -24,6 +24,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from objmtl.data.image_tensor import image_tensor
+from objmtl.data.sample_adapter import SampleAdapter
 from objmtl.data.schema import IGNORE_INDEX
 from objmtl.data.seeding import ReseedsTransform
 from objmtl.errors import UserError
@@ -74,7 +75,7 @@ def render_polygons(ann: dict[str, Any], *, height: int, width: int) -> np.ndarr
     return np.asarray(canvas)
 
 
-class SegmentationSamples(ReseedsTransform):
+class SegmentationSamples(ReseedsTransform, SampleAdapter):
     """An image and its class-id mask, augmented together.
 
     Args:
@@ -86,6 +87,10 @@ class SegmentationSamples(ReseedsTransform):
 
     task = "seg"
     needs = ("mask",)
+
+    @staticmethod
+    def carried_by(sample: dict[str, Any]) -> bool:
+        return sample.get("mask") is not None or bool(sample["ann"].get("polygons"))
 
     def __init__(self, *, transform: Callable[..., dict] | None = None) -> None:
         self.transform = transform

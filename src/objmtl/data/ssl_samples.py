@@ -12,6 +12,7 @@ from typing import Any
 from torch.utils.data import default_collate
 
 from objmtl.data.image_tensor import image_tensor
+from objmtl.data.sample_adapter import SampleAdapter
 from objmtl.data.seeding import ReseedsTransform
 from objmtl.errors import UserError
 
@@ -38,7 +39,7 @@ class TwoViews:
         return {"view1": self.view1(image=image)["image"], "view2": self.view2(image=image)["image"]}
 
 
-class SSLSamples(ReseedsTransform):
+class SSLSamples(ReseedsTransform, SampleAdapter):
     """With a :class:`TwoViews` transform (training): ``{"view1": Tensor[3, H, W], "view2": Tensor[3, H, W],
     "key": str}``; with a plain pipeline (evaluation): ``{"image": Tensor[3, H, W], "label": int, "key": str}``.
 

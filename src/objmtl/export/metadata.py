@@ -9,6 +9,10 @@ Keys (all values are JSON text, under the ``objmtl.`` prefix in the file):
 - ``outputs``: one line per output describing it; detection also ``nms`` (``onnx`` / ``none``, or ``set``
   for a set predictor such as Deformable DETR: no NMS, ``onnx``'s four outputs), ``score_thresh``,
   ``nms_thresh`` (not for ``set``), ``max_detections``;
+- ``kind``: the task kind's export class (``module.Class``, an
+  :class:`~objmtl.export.export_kind.ExportKind`) that decodes the outputs; a multi-task file also
+  ``heads`` (head -> its output names) and ``head_kinds`` (head -> its kind's class). A file without
+  ``kind`` (written before it existed) is decoded by the built-in kind of its ``task``;
 - ``objmtl_version`` and ``checkpoint`` (its file name).
 """
 

@@ -11,11 +11,9 @@ import torch.nn.functional as F
 from torch import from_numpy
 
 from objmtl.errors import UserError
-from objmtl.export.detr_graph import DetrGraph
-from objmtl.export.graphs import DetectorGraph, output_names
+from objmtl.export.graphs import output_names
 from objmtl.export.images import ImageSource
 from objmtl.export.metadata import read_metadata
-from objmtl.export.mtl_graph import MultiTaskGraph
 from objmtl.export.onnx_export import build_graph, export_onnx, load_for_export
 from objmtl.export.preprocess import PAD_MULTIPLE, Preprocessor
 from objmtl.export.results import draw_result, to_results
@@ -85,29 +83,20 @@ def run_export(ckpt: str | Path, *, out: str | Path, shape: Sequence[int] | None
     report: dict[str, Any] = {"onnx": str(path)}
     meta = read_metadata(path)
     needs_images = verify_images or show
-    if show and exported.task == "mtl":
-        raise UserError("--show: not offered for task=mtl yet (its --verify compares every head's outputs)")
+    if show:
+        exported.kind.check_show()
     if needs_images:
         data_root = exported.config.get("data", {}).get("root") if isinstance(exported.config.get("data"), dict) else None
         images = _images(image, data_root, 3)
-        fixed = None if dynamic else meta["input_size"]
-        if exported.task == "mtl":  # the whole-image heads' input through one of their eval pipelines
-            whole = next(h for h in ("det", "seg", "cls", "pose") if h in exported.heads)
-            prep = Preprocessor(eval_transform=exported.eval_transform[whole], task=whole, baked=bake_norm,
-                                uint8=uint8, mean=exported.mean, fixed_size=fixed)
-        else:
-            prep = Preprocessor(eval_transform=exported.eval_transform, task=exported.task, baked=bake_norm,
-                                uint8=uint8, mean=exported.mean, fixed_size=fixed)
+        # a multi-head kind: the whole-image heads' input through one of their eval pipelines
+        prep = exported.kind.verify_preprocessor(exported, baked=bake_norm, uint8=uint8, mean=exported.mean,
+                                                 fixed_size=None if dynamic else meta["input_size"])
     if verify_images:
         graph = build_graph(exported, bake_norm=bake_norm, nms=nms)
         names = output_names(graph)
-        detections: bool | list[list[str]] = isinstance(graph, DetectorGraph | DetrGraph) and nms == "onnx"
+        detections = exported.kind.detection_outputs(exported, graph, names=names, nms=nms)
         batches: list[Any] = verification_batches(prep, images, dynamic=dynamic)
-        if isinstance(graph, MultiTaskGraph):
-            detections = [graph.names["det"]] if "det" in graph.heads and nms == "onnx" else False
-            if graph.num_inputs == 2:  # and person crops: each image as one person, through the pose pipeline
-                crops = Preprocessor(eval_transform=exported.eval_transform["pose"], task="pose")
-                batches = [(b, crops(images[: max(1, len(b))]).batch) for b in batches]
+        batches = exported.kind.verification_inputs(exported, images=images, batches=batches)
         results = verify(graph=graph, onnx_path=path, batches=batches, names=names, detections=detections)
         worst: dict[str, float] = {}
         for shape_, parity in results:

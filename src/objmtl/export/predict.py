@@ -23,9 +23,8 @@ import numpy as np
 from tqdm import tqdm
 
 from objmtl.errors import UserError
+from objmtl.export.export_kind import meta_kind
 from objmtl.export.images import ImageSource
-from objmtl.export.preprocess import Preprocessor
-from objmtl.export.results import draw_result, to_results
 
 __all__ = ["load_backend", "predict"]
 
@@ -67,16 +66,8 @@ def predict(model: str | Path, source: str | Path, *, out: str | Path, batch_siz
     from PIL import Image
 
     run, meta = load_backend(model, trust=trust)
-    multi = meta["task"] == "mtl"
-    if multi:
-        from objmtl.export.mtl_predict import HeadRunner, head_meta
-
-        heads = HeadRunner(run=run, meta=meta)
-    else:
-        prep = Preprocessor(eval_transform=meta["eval_transform"], task=meta["task"],
-                            baked=bool(meta.get("normalization_baked")), uint8=meta.get("input_dtype") == "uint8",
-                            mean=meta["mean"],
-                            fixed_size=None if meta.get("dynamic_size", True) else meta["input_size"])
+    kind = meta_kind(meta)  # the file's task kind: its preprocessing, decoding and pictures
+    predictor = kind.predictor(run=run, meta=meta)
     out = Path(out)
     pictures = out / "pictures"
     if draw:
@@ -86,19 +77,14 @@ def predict(model: str | Path, source: str | Path, *, out: str | Path, batch_siz
     with tqdm(desc="predict", unit="img") as bar:
         for chunk in _batches(iter(images), batch_size):
             names: Sequence[str] = [n for n, _ in chunk]
-            if multi:  # per image {head: result}: each drawn under pictures/HEAD/
-                results = heads([im for _, im in chunk], top_k=top_k, score_thr=score_thr)
-            else:
-                prepared = prep([im for _, im in chunk])
-                results = to_results(run(prepared.batch), meta=meta, prepared=prepared, top_k=top_k,
-                                     score_thr=score_thr)
+            results = predictor([im for _, im in chunk], top_k=top_k, score_thr=score_thr)
             for name, (_, image), result in zip(names, chunk, results, strict=True):
-                parts = [(h, r, head_meta(meta, h)) for h, r in result.items()] if multi else [("", result, meta)]
-                for head, part, part_meta in parts:
+                # a multi-head kind: per image {head: result}, each drawn under pictures/HEAD/
+                for head, part, part_meta, part_kind in kind.parts(result, meta):
                     if draw:
                         target = pictures / head / f"{name}.png"
                         target.parent.mkdir(parents=True, exist_ok=True)
-                        Image.fromarray(draw_result(image, part, part_meta)).save(target)
+                        Image.fromarray(part_kind.draw(image, part, part_meta)).save(target)
                     if "mask" in part:  # seg: a class-index PNG per image (values index the class names)
                         target = out / "masks" / f"{name}.png"
                         target.parent.mkdir(parents=True, exist_ok=True)
@@ -107,9 +93,7 @@ def predict(model: str | Path, source: str | Path, *, out: str | Path, batch_siz
             bar.update(len(chunk))
     out.mkdir(parents=True, exist_ok=True)
     (out / "predictions.json").write_text(json.dumps(rows, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
-    if meta["task"] == "cls" or "cls" in meta.get("heads", {}):
-        cls = [(r["image"], r.get("cls", r)) for r in rows]
-        lines = [f"{name}\t{c['class']}\t{c['score']:.6f}" for name, c in cls]
+    if (lines := kind.text_lines(rows, meta)) is not None:  # cls: name, class, score per line
         (out / "predictions.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
     for skipped in images.skipped:
         print(f"skipped: {skipped}: not a readable image")

@@ -7,7 +7,7 @@ config) is the single source: ``objmtl-export`` writes it into the ONNX file's m
 into the graph, ``Normalize`` is dropped too and the graph receives [0, 255] pixels.
 
 Pose crops each whole image as one person (the crop transform ``TopDownCrop`` of the run).
-Detection and segmentation inputs are padded at the bottom and right to a multiple of 32, as training batches
+Detection and segmentation inputs (``pad``) are padded at the bottom and right to a multiple of 32, as training batches
 are (:class:`~objmtl.data.det_samples.PadCollate`); with baked normalisation the pad is the mean
 colour, which normalises to the zero the training pad has.
 """
@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from objmtl.errors import UserError
+from objmtl.task_kinds import builtin_kind, piece
 
 __all__ = ["PAD_MULTIPLE", "Prepared", "Preprocessor", "clean_transform_config"]
 
@@ -61,20 +62,29 @@ class Preprocessor:
 
     Args:
         eval_transform: the run's ``data.eval_transform`` (plain dict with ``_target_`` entries).
-        task: ``cls``, ``det``, ``seg`` or ``pose``: detection pads to a multiple of 32.
+        task: the task kind, for messages; and, when ``crops`` or ``pad`` is not given, the built-in kind whose
+            export class (``ExportKind.input``, ``.pad``) says them.
+        crops: each whole image becomes one person crop (pose's ``TopDownCrop``).
+        pad: inputs padded at the bottom and right to a multiple of 32 (detection, segmentation); else every
+            image must come out of the eval transform at one size.
         baked: normalisation is in the graph: feed [0, 255] pixels.
         uint8: with ``baked``, feed uint8 (else float32).
         mean: the normalisation mean (0..1), for the pad colour of baked detection inputs.
     """
 
     def __init__(self, *, eval_transform: dict[str, Any], task: str, baked: bool = False, uint8: bool = False,
-                 mean: Sequence[float] = (0.0, 0.0, 0.0), fixed_size: Sequence[int] | None = None) -> None:
+                 mean: Sequence[float] = (0.0, 0.0, 0.0), fixed_size: Sequence[int] | None = None,
+                 crops: bool | None = None, pad: bool | None = None) -> None:
         from hydra.utils import instantiate
 
-        self.task, self.baked, self.uint8 = task, baked, uint8
+        if crops is None or pad is None:  # built by hand: as the built-in kind's export class says
+            kind = piece(builtin_kind(task), "export")
+            crops = kind.input == "crops" if crops is None else crops
+            pad = kind.pad if pad is None else pad
+        self.task, self.baked, self.uint8, self.crops, self.pad = task, baked, uint8, crops, pad
         self.fixed_size = [int(v) for v in fixed_size] if fixed_size else None  # a graph without dynamic H, W
         self.mean = np.asarray(mean, dtype=np.float32)
-        if task == "pose":  # a TopDownCrop: crop the whole image as one person, its pixel pipeline cleaned
+        if crops:  # a TopDownCrop: crop the whole image as one person, its pixel pipeline cleaned
             self.config = {**eval_transform, "detections": None, "train": False}
             if isinstance(self.config.get("pixel_transform"), dict):
                 self.config["pixel_transform"] = clean_transform_config(self.config["pixel_transform"],
@@ -105,11 +115,11 @@ class Preprocessor:
                         valid=[tuple(batch.shape[2:])] * len(images), inv_affines=inverse)
 
     def __call__(self, images: Sequence[np.ndarray]) -> Prepared:
-        if self.task == "pose":
+        if self.crops:
             return self._crops(images)
         arrays, scales = zip(*(self.one(im) for im in images), strict=True)
         hs, ws = [a.shape[1] for a in arrays], [a.shape[2] for a in arrays]
-        if self.task in ("det", "seg"):
+        if self.pad:
             height = int(math.ceil(max(hs) / PAD_MULTIPLE) * PAD_MULTIPLE)
             width = int(math.ceil(max(ws) / PAD_MULTIPLE) * PAD_MULTIPLE)
             if self.fixed_size:  # the eval transform keeps images within it: pad up to the graph's size

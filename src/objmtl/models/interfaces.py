@@ -78,10 +78,12 @@ class DenseDetectorModel(Detector, Protocol):
 @runtime_checkable
 class PoseModel(TaskModel, Protocol):
     """``forward(crops [P, 3, H, W]) -> heatmaps [P, K, H / stride, W / stride]``; ``loss`` of heatmaps
-    against targets and per-keypoint weights."""
+    against targets and per-keypoint weights. ``takes_crops`` is true: as a head of a multi-task model it
+    runs on person crops, apart from the whole-image heads."""
 
     stride: int
     num_keypoints: int
+    takes_crops: bool
 
     def loss(self, heatmaps: Tensor, targets: Tensor, weights: Tensor) -> dict[str, Tensor]: ...
 

@@ -18,9 +18,7 @@ from torch import Tensor, nn
 from objmtl.errors import UserError
 from objmtl.models.backbones import Backbone
 
-__all__ = ["HEAD_KINDS", "MultiTaskModel", "SharedLevels", "shared_levels"]
-
-HEAD_KINDS = ("cls", "det", "seg", "pose")
+__all__ = ["MultiTaskModel", "SharedLevels", "shared_levels"]
 
 
 class SharedLevels(nn.Module):
@@ -83,7 +81,7 @@ class MultiTaskModel(nn.Module):
 
     Args:
         backbone: the shared trunk; must return every level a head asks for (``out_indices: [0, 1, 2, 3]``).
-        heads: task type (``cls``, ``det``, ``seg``, ``pose``) -> a factory (Hydra ``_partial_``) of the head
+        heads: head name (a task kind: ``cls``, ``det``, ``seg``, ``pose``) -> a factory (Hydra ``_partial_``) of the head
             model whose ``backbone`` keyword is a :class:`SharedLevels`.
         active: the heads to build, in order (default: all of ``heads``).
     """
@@ -94,12 +92,8 @@ class MultiTaskModel(nn.Module):
                  active: Sequence[str] | None = None) -> None:
         super().__init__()
         names = list(active) if active is not None else list(heads)
-        unknown = [n for n in names if n not in HEAD_KINDS]
-        if unknown or not names or len(set(names)) != len(names):
-            raise UserError(f"task.heads={names}: pick one or more of {', '.join(HEAD_KINDS)}, each once")
-        missing = [n for n in names if n not in heads]
-        if missing:
-            raise UserError(f"task.heads: no model.heads.{missing[0]} config to build that head from")
+        if not names or len(set(names)) != len(names) or any(n not in heads for n in names):
+            raise UserError(f"task.heads={names}: pick one or more of {', '.join(heads)} (model.heads), each once")
         self.backbone = backbone
         built: dict[str, nn.Module] = {}
         for name in names:
@@ -145,7 +139,7 @@ class MultiTaskModel(nn.Module):
                 view._memo = None
 
     def forward(self, images: Tensor) -> dict[str, Any]:
-        """The whole-image heads (all but ``pose``, which takes person crops) on ``images``, one trunk pass:
-        ``{name: output}``."""
+        """The whole-image heads (all but those that take person crops: ``takes_crops``, as pose) on
+        ``images``, one trunk pass: ``{name: output}``."""
         with self.shared_pass(images):
-            return {name: head(images) for name, head in self.heads.items() if name != "pose"}
+            return {name: head(images) for name, head in self.heads.items() if not getattr(head, "takes_crops", False)}

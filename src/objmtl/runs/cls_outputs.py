@@ -29,6 +29,7 @@ _RIGHT, _WRONG = (20, 110, 40), (150, 25, 25)
 
 class ClassificationOutputs(EvalOutputs):
     task = "cls"
+    out_name = "cls.json"  # inside a multi-task run's --out DIR
     eval_groups = {"accuracy": ("acc", "acc_top5")}
     default_groups = ("accuracy",)
 

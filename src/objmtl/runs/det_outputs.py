@@ -49,6 +49,7 @@ class DetectionOutputs(EvalOutputs):
     """``--eval bbox|map|recall``, ``--out`` COCO results json, ``--show-dir`` pictures, per-class AP table."""
 
     task = "det"
+    out_name = "det.json"  # inside a multi-task run's --out DIR
     eval_groups = EVAL_GROUPS
     default_groups = ("bbox",)
 

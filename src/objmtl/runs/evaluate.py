@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
 
 from objmtl.callbacks.ctrl_c import InterruptBetweenSteps
@@ -17,10 +16,10 @@ from objmtl.config import register_resolvers
 from objmtl.cpus import cap_torch_threads
 from objmtl.errors import UserError
 from objmtl.runs.devices import check_eval_devices
-from objmtl.runs.outputs import outputs_for
 from objmtl.runs.overrides import apply_overrides
 from objmtl.runs.quiet import quiet_lightning
-from objmtl.runs.train import build_task
+from objmtl.runs.train import build_datamodule, build_task
+from objmtl.task_kinds import head_pieces, kind_of, piece
 
 __all__ = ["evaluate"]
 
@@ -65,7 +64,8 @@ def evaluate(source: str | Path, *, split: str | None = None, data_root: str | P
     ckpt = load_checkpoint(ckpt_path, trust=trust)
     cfg = OmegaConf.create(config_from_checkpoint(ckpt, ckpt_path))
     apply_overrides(cfg, overrides, why="objmtl-test")
-    outputs_cls = outputs_for(str(cfg.task.name))
+    kind = kind_of(cfg.task)
+    outputs_cls = piece(kind, "outputs")
     outputs_cls.check_groups(eval_metrics)
     outputs_cls.check_request(files=bool(out or show_dir))
     run_dir = ckpt_path.parent.parent if ckpt_path.parent.name == "checkpoints" else ckpt_path.parent
@@ -75,7 +75,7 @@ def evaluate(source: str | Path, *, split: str | None = None, data_root: str | P
         if batch_size:
             cfg.data.eval_batch_size = batch_size
 
-    datamodule = instantiate(cfg.data)
+    datamodule = build_datamodule(cfg)
     datamodule.prepare_data()
     meta = datamodule.read_meta()
     split = _pick_split(datamodule, split)
@@ -84,7 +84,7 @@ def evaluate(source: str | Path, *, split: str | None = None, data_root: str | P
         cfg.paths.output_dir = str(work)
     task = build_task(cfg, for_training=False)
     load_own_weights(task.model, ckpt, ckpt_path)
-    outputs = outputs_cls(keep=bool(out or show_dir))
+    outputs = outputs_cls(keep=bool(out or show_dir), parts=head_pieces(kind, "outputs"))
     trainer, metrics = _run(task, datamodule, split=split, work=work, outputs=outputs, accelerator=accelerator,
                             devices=devices, fuse_conv_bn=fuse_conv_bn)
     if not trainer.is_global_zero:

@@ -1,7 +1,8 @@
 """``objmtl-test`` outputs of a multi-task run: each head's own outputs, in a folder per head.
 
 ``--out DIR`` writes ``DIR/cls.json``, ``DIR/det.json`` (COCO results), ``DIR/seg/`` (class-index PNGs)
-and ``DIR/pose.json`` (COCO keypoint results) for the heads the run has; ``--show-dir DIR`` draws into
+and ``DIR/pose.json`` (COCO keypoint results) for the heads the run has (each head's
+``EvalOutputs.out_name``, from ``task.kind.heads``); ``--show-dir DIR`` draws into
 ``DIR/<head>/``. Evaluation reads one loader per head (in ``task.heads`` order), so a batch's loader index
 names its head.
 """
@@ -15,11 +16,10 @@ from typing import Any, ClassVar
 import lightning as L
 
 from objmtl.data.schema import Meta
-from objmtl.runs.outputs import EvalOutputs, outputs_for
+from objmtl.errors import UserError
+from objmtl.runs.outputs import EvalOutputs
 
 __all__ = ["MultiTaskOutputs"]
-
-_OUT_NAMES = {"cls": "cls.json", "det": "det.json", "seg": "seg", "pose": "pose.json"}
 
 
 def _has_content(value: Any) -> bool:
@@ -33,15 +33,18 @@ class MultiTaskOutputs(EvalOutputs):
     task = "mtl"
     out_help: ClassVar[str] = "mtl: a folder: cls.json, det.json, seg/ (PNGs), pose.json, one per head"
 
-    def __init__(self, *, keep: bool = False) -> None:
-        super().__init__(keep=keep)
+    def __init__(self, *, keep: bool = False, parts: dict[str, type[EvalOutputs]] | None = None) -> None:
+        super().__init__(keep=keep, parts=parts)
         self.parts: dict[str, EvalOutputs] = {}
         self.class_names: dict[str, Sequence[str]] = {}
 
     def _part(self, pl_module: L.LightningModule, dataloader_idx: int) -> tuple[str, EvalOutputs]:
         head = pl_module.head_names[dataloader_idx]
+        if head not in self.part_types:
+            raise UserError(f"task.kind.heads.{head}.outputs: not set (objmtl-test passes each head's outputs "
+                            "class from the run config)")
         if head not in self.parts:
-            self.parts[head] = outputs_for(head)(keep=self.keep)
+            self.parts[head] = self.part_types[head](keep=self.keep)
             self.class_names[head] = list(getattr(pl_module.tasks[head], "class_names", None) or [])
         return head, self.parts[head]
 
@@ -70,20 +73,20 @@ class MultiTaskOutputs(EvalOutputs):
     def report(self, task: L.LightningModule, split: str) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for head, sub in task.tasks.items():
-            extra = (self.parts.get(head) or outputs_for(head)()).report(sub, split)
+            extra = (self.parts.get(head) or self.part_types[head]()).report(sub, split)
             out.update({f"{head}/{k}": v for k, v in extra.items()})
         return out
 
     def print_report(self, report: dict[str, Any]) -> None:
-        for head in _OUT_NAMES:
+        for head, part_type in self.part_types.items():
             extra = {k.split("/", 1)[1]: v for k, v in report.items() if k.startswith(f"{head}/")}
             if _has_content(extra):
                 print(f"[{head}]")
-                outputs_for(head)().print_report(extra)
+                part_type().print_report(extra)
 
     def write(self, out: Path, *, meta: Meta, class_names: Sequence[str]) -> str:
         out.mkdir(parents=True, exist_ok=True)
-        lines = [part.write(out / _OUT_NAMES[head], meta=meta, class_names=self.class_names[head])
+        lines = [part.write(out / part.out_name, meta=meta, class_names=self.class_names[head])
                  for head, part in self.parts.items()]
         return "\n".join(lines)
 

@@ -1,19 +1,18 @@
 """What ``objmtl-test`` does per task type beyond the metrics: ``--eval`` groups, ``--out``, ``--show-dir``.
 
-Each task type has an :class:`EvalOutputs` subclass (``objmtl.runs.<task>_outputs``), named in
-:data:`OUTPUTS`. It is a Lightning callback: during evaluation it receives what the task's
+Each task kind has an :class:`EvalOutputs` subclass (``objmtl.runs.<task>_outputs``), named by its config
+(``task.kind.outputs`` in ``conf/kind/<task>.yaml``). It is a Lightning callback: during evaluation it receives what the task's
 ``validation_step`` / ``test_step`` return and keeps, per image, what ``--out`` and ``--show-dir``
 need (only when one of them was asked for: ``keep``). Under DDP each rank collects its own images and
 at the end of the epoch rank 0 gathers every rank's items, in rank order (the shard reader gives each
 rank a contiguous range, so that is one process's order). :func:`objmtl.runs.evaluate.evaluate` then
 calls :meth:`~EvalOutputs.write` and :meth:`~EvalOutputs.show` on rank 0.
 
-A new task type adds its subclass and one line to :data:`OUTPUTS`; evaluate() itself does not change.
+A new task kind adds its subclass and names it in its ``conf/kind`` file; evaluate() itself does not change.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -25,17 +24,7 @@ from objmtl.data.schema import Meta
 from objmtl.data.shard_reader import ShardDataset
 from objmtl.errors import UserError
 
-__all__ = ["OUTPUTS", "EvalOutputs", "outputs_for", "raw_samples"]
-
-OUTPUTS: dict[str, str] = {
-    "cls": "objmtl.runs.cls_outputs:ClassificationOutputs",
-    "det": "objmtl.runs.det_outputs:DetectionOutputs",
-    "seg": "objmtl.runs.seg_outputs:SegmentationOutputs",
-    "pose": "objmtl.runs.pose_outputs:PoseOutputs",
-    "mtl": "objmtl.runs.mtl_outputs:MultiTaskOutputs",
-    "ssl": "objmtl.runs.ssl_outputs:SSLOutputs",
-}
-"""Task name -> ``module:class`` of its :class:`EvalOutputs`."""
+__all__ = ["EvalOutputs", "raw_samples"]
 
 
 def raw_samples(roots: Sequence[Path], split: str) -> Iterator[dict[str, Any]]:
@@ -51,15 +40,22 @@ class EvalOutputs(L.Callback):
     Subclasses set :attr:`task`, :attr:`eval_groups` (``--eval`` name -> metric names it prints;
     empty: ``--eval`` is not offered and every metric prints) and :attr:`default_groups`, and
     implement :meth:`collect` and :meth:`write`; :meth:`show` when the task draws pictures.
+    :attr:`out_name`: the file or folder its ``--out`` takes inside a multi-task run's ``--out DIR``.
+
+    Args:
+        keep: collect per-image outputs (``--out`` or ``--show-dir`` was asked for).
+        parts: a multi-head kind's ``{head: that head's EvalOutputs class}`` (``task.kind.heads``).
     """
 
     task: ClassVar[str] = ""
     eval_groups: ClassVar[dict[str, tuple[str, ...]]] = {}
     default_groups: ClassVar[tuple[str, ...]] = ()
     out_help: ClassVar[str] = ""
+    out_name: ClassVar[str] = ""
 
-    def __init__(self, *, keep: bool = False) -> None:
+    def __init__(self, *, keep: bool = False, parts: dict[str, type[EvalOutputs]] | None = None) -> None:
         self.keep = keep
+        self.part_types = dict(parts or {})
         self.items: list[dict[str, Any]] = []
 
     # ---- collecting ----
@@ -140,11 +136,3 @@ class EvalOutputs(L.Callback):
              score_thr: float) -> int:
         """Draws the collected predictions into ``out_dir``; returns the number of pictures."""
         raise UserError(f"--show-dir: task={self.task} draws no pictures yet")
-
-
-def outputs_for(task: str) -> type[EvalOutputs]:
-    """The :class:`EvalOutputs` subclass of task type ``task`` (a UserError when there is none)."""
-    if task not in OUTPUTS:
-        raise UserError(f"objmtl-test: no evaluation outputs for task={task} (known: {', '.join(OUTPUTS)})")
-    module, name = OUTPUTS[task].split(":")
-    return getattr(importlib.import_module(module), name)

@@ -43,6 +43,7 @@ class PoseOutputs(EvalOutputs):
     """``--eval keypoints|pck``, ``--out`` COCO keypoint results, ``--show-dir`` skeletons, dropped persons."""
 
     task = "pose"
+    out_name = "pose.json"  # inside a multi-task run's --out DIR
     eval_groups = EVAL_GROUPS
     default_groups = ("keypoints", "pck")
 

@@ -63,6 +63,7 @@ class SegmentationOutputs(EvalOutputs):
     """``--eval mIoU``, ``--out`` class-index PNGs, ``--show-dir`` overlays, per-class IoU table."""
 
     task = "seg"
+    out_name = "seg"  # inside a multi-task run's --out DIR
     eval_groups = {"mIoU": SEG_KEYS}
     default_groups = ("mIoU",)
     out_help = "seg: a folder of class-index PNGs, IMAGE_ID.png, values index meta.json's mask_classes"

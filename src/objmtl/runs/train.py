@@ -23,6 +23,7 @@ from objmtl.runs.devices import check_train_devices
 from objmtl.runs.interrupted import report_interrupted
 from objmtl.runs.overrides import apply_overrides
 from objmtl.runs.quiet import quiet_lightning
+from objmtl.task_kinds import head_pieces, kind_of, piece
 from objmtl.tasks.base import BaseTask
 
 __all__ = ["build_task", "train"]
@@ -60,10 +61,9 @@ def _check_task_model(cfg: DictConfig) -> None:
     """A model built for another task type fails here, in one line naming both."""
     target = cfg.model.get("_target_")
     kind, task = _kind(target), cfg.task.name
-    if task == "mtl" and cfg.trainer.get("sync_batchnorm"):
-        raise UserError("trainer.sync_batchnorm=true does not fit task=mtl: each head present in a step runs the "
-                        "backbone once, ranks may hold different heads, and SyncBatchNorm's collectives would "
-                        "then pair up wrongly (set trainer.sync_batchnorm=false)")
+    check_trainer = getattr(get_class(str(cfg.task.module._target_)), "check_trainer", None)
+    if check_trainer is not None:  # the task's own refusals (task=mtl: no sync_batchnorm)
+        check_trainer(cfg.trainer)
     if kind is not None and kind != task:
         model = _choice("model") or target
         options = ", ".join(f"model={m}" for m in _models_for(task)) or "none shipped yet"
@@ -127,6 +127,13 @@ def build_task(cfg: DictConfig, *, for_training: bool = True) -> BaseTask:
     return task
 
 
+def build_datamodule(cfg: DictConfig) -> Any:
+    """The data module of ``cfg.data``, reading samples through the task kind's adapter (``task.kind.samples``;
+    a multi-head kind's heads' adapters too)."""
+    kind = kind_of(cfg.task)
+    return instantiate(cfg.data, samples=piece(kind, "samples"), head_samples=head_pieces(kind, "samples"))
+
+
 def _instantiate_all(node: DictConfig | None) -> list[Any]:
     return [instantiate(c) for c in (node or {}).values() if isinstance(c, DictConfig) and "_target_" in c]
 
@@ -158,7 +165,7 @@ def train(cfg: DictConfig, *, overrides: Sequence[str] = ()) -> dict[str, Any]:
     if cfg.get("seed") is not None:
         L.seed_everything(int(cfg.seed), workers=True, verbose=False)
 
-    datamodule = instantiate(cfg.data)
+    datamodule = build_datamodule(cfg)
     datamodule.prepare_data()  # writes the synthetic set on first use; meta.json is needed below
     datamodule.read_meta()
     cfg = _materialize_meta(cfg, run_dir)

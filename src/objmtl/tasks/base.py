@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +80,11 @@ class BaseTask(L.LightningModule):
         self._nonfinite_skipped = 0
         self.eval_loss = nn.ModuleDict({"val": MeanMetric(), "test": MeanMetric()})
         self._log_to: list[Callable[..., None]] = []  # set when this task is a head of a multi-task one
+
+    @classmethod
+    def check_trainer(cls, trainer: Mapping[str, Any]) -> None:
+        """A UserError, before anything is built, for trainer settings (``cfg.trainer``) this task cannot
+        train under; ``objmtl-train`` calls it."""
 
     def log(self, name: str, value: Any, *args: Any, **kwargs: Any) -> None:
         """Lightning's ``log``; a head of :class:`~objmtl.tasks.multitask.MultiTaskTask` logs through it."""

@@ -3,7 +3,7 @@ its annotations."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -55,6 +55,13 @@ class MultiTaskTask(BaseTask):
         weighting: ``fixed`` or ``uncertainty``.
         main_metrics: head -> the metric (after ``val/<head>/``) averaged into ``val/score``.
     """
+
+    @classmethod
+    def check_trainer(cls, trainer: Mapping[str, Any]) -> None:
+        if trainer.get("sync_batchnorm"):
+            raise UserError("trainer.sync_batchnorm=true does not fit task=mtl: each head present in a step runs the "
+                            "backbone once, ranks may hold different heads, and SyncBatchNorm's collectives would "
+                            "then pair up wrongly (set trainer.sync_batchnorm=false)")
 
     def __init__(self, *, model: MultiTaskModel, heads: dict[str, Callable[..., BaseTask]],
                  loss_weights: dict[str, float] | None = None, weighting: str = "fixed",

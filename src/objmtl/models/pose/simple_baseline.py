@@ -27,6 +27,7 @@ class SimpleBaseline(nn.Module):
     """
 
     kind = "pose"
+    takes_crops = True  # top-down: person crops, not whole images (a multi-task model runs it apart)
 
     def __init__(self, *, backbone: nn.Module, num_keypoints: int, deconv_channels: Sequence[int] = (256, 256, 256),
                  deconv_kernel: int = 4, norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d) -> None:
