@@ -43,7 +43,7 @@ def test_every_task_config_brings_its_kind_and_each_piece_is_what_its_consumer_c
             assert cls.task == task, f"{cls} says task={cls.task}, configured for {task}"
     # a run saved before task.kind existed gets the same pieces from the built-in file
     old = kind_of({"name": task, "heads": list(cfg.task.get("heads") or []) or None})
-    assert OmegaConf.to_container(old) == OmegaConf.to_container(kind) or task == "mtl"
+    assert OmegaConf.to_container(old) == OmegaConf.to_container(kind)
     if task == "mtl":  # each head of the multi-task config has its kind, under task.kind.heads
         assert set(kind.heads) == set(cfg.task.module.heads)
         for what in ("samples", "outputs", "export"):
