@@ -7,7 +7,7 @@ import math
 import random
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import lightning as L
 import numpy as np
@@ -81,6 +81,8 @@ class BaseTask(L.LightningModule):
         self.eval_loss = nn.ModuleDict({"val": MeanMetric(), "test": MeanMetric()})
         self._log_to: list[Callable[..., None]] = []  # set when this task is a head of a multi-task one
 
+    main_metric: ClassVar[str] = ""  # as a head of task=mtl: the metric (after ``val/<head>/``) in val/score
+
     @classmethod
     def check_trainer(cls, trainer: Mapping[str, Any]) -> None:
         """A UserError, before anything is built, for trainer settings (``cfg.trainer``) this task cannot
@@ -92,6 +94,11 @@ class BaseTask(L.LightningModule):
             self._log_to[0](name, value, **kwargs)
         else:
             super().log(name, value, *args, **kwargs)
+
+    def trains_on(self, batch: Any) -> bool:
+        """Whether ``batch`` holds anything for the loss (a head of task=mtl with nothing to learn from in a
+        step adds a zero term instead)."""
+        return True
 
     # ---- optimisation ----
 
@@ -135,6 +142,37 @@ class BaseTask(L.LightningModule):
         metric = self.eval_loss[stage]
         metric.update(loss.detach().float(), weight=batch_size)
         self.log(f"{stage}/loss", metric, prog_bar=prog_bar)
+
+    # Lightning's six evaluation hooks, once for both stages: a task writes _eval_step and _eval_end (and, when it
+    # keeps per-epoch state, _eval_start) with the stage ("val" or "test") as an argument.
+
+    def _eval_start(self, stage: str) -> None:
+        """Before an evaluation epoch of ``stage``."""
+
+    def _eval_step(self, batch: Any, stage: str, dataloader_idx: int = 0) -> Any:
+        """One evaluation batch: update the stage's metrics; the return value reaches ``objmtl-test --out``."""
+        raise NotImplementedError
+
+    def _eval_end(self, stage: str) -> None:
+        """After an evaluation epoch of ``stage``: log its metrics and reset them."""
+
+    def on_validation_epoch_start(self) -> None:
+        self._eval_start("val")
+
+    def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Any:
+        return self._eval_step(batch, "val", dataloader_idx)
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_end("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._eval_start("test")
+
+    def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Any:
+        return self._eval_step(batch, "test", dataloader_idx)
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_end("test")
 
     def _param_groups(self) -> list[dict[str, Any]]:
         """The model's ``param_groups()`` where it has them (dicts with ``params`` and an ``lr_scale`` factor that

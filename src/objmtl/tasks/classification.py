@@ -23,6 +23,8 @@ class ClassificationTask(BaseTask):
     ``test/``; writes ``plots/confusion_{val,test}.png`` at the end of each evaluation.
     """
 
+    main_metric = "acc"
+
     def __init__(self, *, model: nn.Module, class_names: list[str], optimizer: OptimizerFactory | None = None,
                  scheduler: SchedulerFactory | None = None, label_smoothing: float = 0.0,
                  run_config: dict[str, Any] | None = None, nonfinite_loss: str = "stop") -> None:
@@ -58,7 +60,7 @@ class ClassificationTask(BaseTask):
                       batch_size=len(batch["label"]))
         return {"loss": loss}
 
-    def _eval_step(self, batch: dict[str, Tensor], stage: str) -> dict[str, Tensor]:
+    def _eval_step(self, batch: dict[str, Tensor], stage: str, dataloader_idx: int = 0) -> dict[str, Tensor]:
         logits = self(batch["image"])
         metrics = self.val_metrics if stage == "val" else self.test_metrics
         metrics.update(logits, batch["label"])
@@ -77,18 +79,6 @@ class ClassificationTask(BaseTask):
         if self.trainer.is_global_zero and not self.trainer.sanity_checking:
             plot_confusion_matrix(matrix.cpu().numpy(), self.class_names,
                                   self.plot_dir / f"confusion_{stage}.png")
-
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
-        return self._eval_step(batch, "val")
-
-    def on_validation_epoch_end(self) -> None:
-        self._eval_end("val")
-
-    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
-        return self._eval_step(batch, "test")
-
-    def on_test_epoch_end(self) -> None:
-        self._eval_end("test")
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
         probs = torch.softmax(self(batch["image"]), dim=1)

@@ -52,6 +52,8 @@ class DetectionTask(BaseTask):
         run_config: See :class:`~objmtl.tasks.base.BaseTask`.
     """
 
+    main_metric = "map_50"
+
     def __init__(self, *, model: nn.Module, class_names: list[str] | None = None,
                  optimizer: OptimizerFactory | None = None, scheduler: SchedulerFactory | None = None,
                  run_config: dict[str, Any] | None = None, nonfinite_loss: str = "stop") -> None:
@@ -104,7 +106,8 @@ class DetectionTask(BaseTask):
             out_targets.append(gt)
         return out_preds, out_targets
 
-    def _eval_step(self, batch: dict[str, Any], stage: str) -> dict[str, list[dict[str, Tensor]]]:
+    def _eval_step(self, batch: dict[str, Any], stage: str,
+                   dataloader_idx: int = 0) -> dict[str, list[dict[str, Tensor]]]:
         outputs = self(batch["images"], batch["image_sizes"])
         losses = self.model.loss(outputs, batch["targets"])
         self.log_eval_loss(stage, losses["loss"], batch_size=len(batch["targets"]))
@@ -125,18 +128,6 @@ class DetectionTask(BaseTask):
             out = self.plot_dir.parent / f"per_class_ap_{stage}.json"
             out.write_text(json.dumps(rows, indent=1) + "\n")
         metric.reset()
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, list[dict[str, Tensor]]]:
-        return self._eval_step(batch, "val")
-
-    def on_validation_epoch_end(self) -> None:
-        self._eval_end("val")
-
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, list[dict[str, Tensor]]]:
-        return self._eval_step(batch, "test")
-
-    def on_test_epoch_end(self) -> None:
-        self._eval_end("test")
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Tensor]]:
         """Detections per image, boxes in input pixels (``image_sizes`` clips them)."""

@@ -14,10 +14,8 @@ from objmtl.errors import UserError
 from objmtl.models.multitask import MultiTaskModel
 from objmtl.tasks.base import BaseTask, OptimizerFactory, SchedulerFactory
 
-__all__ = ["MAIN_METRICS", "MultiTaskTask"]
+__all__ = ["MultiTaskTask"]
 
-# each head's main metric (as its single-task config picks it); the run's main metric is their mean
-MAIN_METRICS = {"cls": "acc", "det": "map_50", "seg": "miou", "pose": "ap"}
 WEIGHTINGS = ("fixed", "uncertainty")
 
 
@@ -44,7 +42,7 @@ class MultiTaskTask(BaseTask):
     takes part in the step (DDP needs that: ObjectiveMTL's FAQ 7).
 
     Each head logs under its name (``train/det/loss``, ``val/seg/miou``, ...); ``val/score``, the mean of
-    the heads' main metrics (``MAIN_METRICS``), picks the best checkpoint. Evaluation reads one loader per
+    the heads' main metrics (each head task's ``main_metric``), picks the best checkpoint. Evaluation reads one loader per
     head (the datamodule's order is ``task.heads``).
 
     Args:
@@ -74,11 +72,10 @@ class MultiTaskTask(BaseTask):
             raise UserError(f"task.module.weighting={weighting}: use one of {', '.join(WEIGHTINGS)}")
         self.head_names: list[str] = list(model.head_names)
         weights = dict(loss_weights or {})
-        unknown = sorted(set(weights) - set(MAIN_METRICS))
+        unknown = sorted(set(weights) - set(heads))
         if unknown:
-            raise UserError(f"task.module.loss_weights: {unknown} are not head types ({', '.join(MAIN_METRICS)})")
+            raise UserError(f"task.module.loss_weights: {unknown} are not head types ({', '.join(heads)})")
         self.loss_weights = {h: float(weights.get(h, 1.0)) for h in self.head_names}
-        self.main_metrics = {**MAIN_METRICS, **dict(main_metrics or {})}
         self.weighting = weighting
         tasks: dict[str, BaseTask] = {}
         for name in self.head_names:
@@ -90,6 +87,7 @@ class MultiTaskTask(BaseTask):
             task._log_to = [self._head_logger(name)]
             tasks[name] = task
         self.tasks = nn.ModuleDict(tasks)
+        self.main_metrics = {**{h: t.main_metric for h, t in tasks.items()}, **dict(main_metrics or {})}
         self.log_vars = nn.Parameter(torch.zeros(len(self.head_names))) if weighting == "uncertainty" else None
         self._main_values: dict[str, float] = {}
 
@@ -138,8 +136,8 @@ class MultiTaskTask(BaseTask):
         terms: dict[str, Tensor] = {}
         for i, head in enumerate(self.head_names):
             part = batch.get(head)
-            if part is not None and head == "pose" and len(part["crops"]) == 0:
-                part = None  # images without persons: a structural zero, no signal for the loss weights
+            if part is not None and not self.tasks[head].trains_on(part):
+                part = None  # e.g. pose on images without persons: a structural zero, no signal for the loss weights
             if part is None:  # no sample of this batch carries the head's annotations
                 zero = _zero_times(self.model.head_parameters(head), self.device)
                 if self.log_vars is not None:
@@ -160,47 +158,28 @@ class MultiTaskTask(BaseTask):
 
     # ---- evaluation ----
 
-    def _eval_step(self, batch: dict[str, Any], stage: str, dataloader_idx: int) -> Any:
+    def _eval_step(self, batch: dict[str, Any], stage: str, dataloader_idx: int = 0) -> Any:
         head = self.head_names[dataloader_idx]
         part = batch.get(head)
         if part is None:
             return None
-        return self.tasks[head].validation_step(part, 0) if stage == "val" else self.tasks[head].test_step(part, 0)
+        return self.tasks[head]._eval_step(part, stage)
 
     def _eval_start(self, stage: str) -> None:
         self._main_values = {}
         for task in self.tasks.values():
-            hook = getattr(task, f"on_{'validation' if stage == 'val' else 'test'}_epoch_start")
-            hook()
+            task._eval_start(stage)
 
     def _eval_end(self, stage: str) -> None:
         for head, task in self.tasks.items():
             self.log(f"{stage}/{head}/loss", task.eval_loss[stage])  # on every rank: it syncs
-            getattr(task, f"on_{'validation' if stage == 'val' else 'test'}_epoch_end")()
+            task._eval_end(stage)
         keys = [f"{stage}/{h}/{self.main_metrics[h]}" for h in self.head_names]
         missing = [k for k in keys if k not in self._main_values]
         if missing:
             raise UserError(f"task.module.main_metrics: {', '.join(missing)} was not logged, so {stage}/score cannot "
-                            f"be formed (name a metric each head logs, e.g. {MAIN_METRICS})")
+                            f"be formed (name a metric each head logs, e.g. {self.main_metrics})")
         self.log(f"{stage}/score", sum(self._main_values[k] for k in keys) / len(keys), prog_bar=True)
-
-    def on_validation_epoch_start(self) -> None:
-        self._eval_start("val")
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> Any:
-        return self._eval_step(batch, "val", dataloader_idx)
-
-    def on_validation_epoch_end(self) -> None:
-        self._eval_end("val")
-
-    def on_test_epoch_start(self) -> None:
-        self._eval_start("test")
-
-    def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> Any:
-        return self._eval_step(batch, "test", dataloader_idx)
-
-    def on_test_epoch_end(self) -> None:
-        self._eval_end("test")
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
         """Each present head's predictions (its single-task ``predict_step``): ``{head: predictions}``."""

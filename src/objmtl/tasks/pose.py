@@ -58,6 +58,8 @@ class PoseTask(BaseTask):
         run_config: See :class:`~objmtl.tasks.base.BaseTask`.
     """
 
+    main_metric = "ap"
+
     def __init__(self, *, model: nn.Module, class_names: Sequence[str] | None = None,
                  keypoint_names: Sequence[str] | None = None, skeleton: Sequence[Sequence[int]] = (),
                  flip_pairs: Sequence[Sequence[int]] = (), sigmas: Sequence[float] | None = None,
@@ -150,7 +152,13 @@ class PoseTask(BaseTask):
             targets.append({"image_id": image["image_id"], "orig_size": image["orig_size"], **image["gt"]})
         return preds, targets
 
-    def _eval_step(self, batch: dict[str, Any], stage: str) -> dict[str, list]:
+    def trains_on(self, batch: dict[str, Any]) -> bool:
+        return len(batch["crops"]) > 0
+
+    def _eval_start(self, stage: str) -> None:
+        self.dropped.pop(stage, None)
+
+    def _eval_step(self, batch: dict[str, Any], stage: str, dataloader_idx: int = 0) -> dict[str, list]:
         self._log_dropped(batch, stage)
         keypoints, heatmaps = self._predict(batch)
         if len(heatmaps):
@@ -167,24 +175,6 @@ class PoseTask(BaseTask):
         self.log_dict({f"{stage}/{k}": float(result[k]) for k in _LOGGED if k not in _SHOWN})
         self.log_dict({f"{stage}/{k}": float(result[k]) for k in _SHOWN}, prog_bar=stage == "val")
         metric.reset()
-
-    def on_validation_epoch_start(self) -> None:
-        self.dropped.pop("val", None)
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, list]:
-        return self._eval_step(batch, "val")
-
-    def on_validation_epoch_end(self) -> None:
-        self._eval_end("val")
-
-    def on_test_epoch_start(self) -> None:
-        self.dropped.pop("test", None)
-
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, list]:
-        return self._eval_step(batch, "test")
-
-    def on_test_epoch_end(self) -> None:
-        self._eval_end("test")
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Tensor]]:
         """Per image: ``keypoints`` (P, K, 3) in original pixels, ``scores``, ``labels``, ``boxes``."""

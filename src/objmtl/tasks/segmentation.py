@@ -52,6 +52,8 @@ class SegmentationTask(BaseTask):
         optimizer, scheduler, run_config: see :class:`~objmtl.tasks.base.BaseTask`.
     """
 
+    main_metric = "miou"
+
     def __init__(self, *, model: nn.Module, class_names: Sequence[str] | None = None, aux_weight: float = 0.4,
                  dice_weight: float = 0.0, inference: str = "whole", window: int | Sequence[int] = 512,
                  window_stride: int | Sequence[int] | None = None, optimizer: OptimizerFactory | None = None,
@@ -123,7 +125,7 @@ class SegmentationTask(BaseTask):
             preds.append(x.argmax(1)[0].to(torch.uint8 if self.num_classes < 256 else torch.int16))
         return preds
 
-    def _eval_step(self, batch: dict[str, Any], stage: str) -> dict[str, Any]:
+    def _eval_step(self, batch: dict[str, Any], stage: str, dataloader_idx: int = 0) -> dict[str, Any]:
         logits = self.logits(batch["images"])
         masks, _ = self._clean(batch["masks"], batch.get("keys"))
         loss = self.criterion({"out": logits}, masks)["loss"]
@@ -145,18 +147,6 @@ class SegmentationTask(BaseTask):
             out = self.plot_dir.parent / f"per_class_iou_{stage}.json"
             out.write_text(json.dumps(rows, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
         metric.reset()
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
-        return self._eval_step(batch, "val")
-
-    def on_validation_epoch_end(self) -> None:
-        self._eval_end("val")
-
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
-        return self._eval_step(batch, "test")
-
-    def on_test_epoch_end(self) -> None:
-        self._eval_end("test")
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[Tensor]:
         """Class ids per image at its original size (uint8 Tensor[h, w])."""

@@ -59,7 +59,11 @@ class SSLTask(BaseTask):
 
     # ---- k-NN evaluation ----
 
-    def _eval_step(self, batch: dict[str, Tensor], dataloader_idx: int) -> None:
+    def _eval_start(self, stage: str) -> None:
+        self._bank.clear()
+        self._queries.clear()
+
+    def _eval_step(self, batch: dict[str, Tensor], stage: str, dataloader_idx: int = 0) -> None:
         feats = self(batch["image"]).detach().float()
         (self._bank if dataloader_idx == _BANK else self._queries).append((feats, batch["label"]))
 
@@ -87,26 +91,6 @@ class SSLTask(BaseTask):
                     torch.zeros(0, dtype=torch.long, device=self.device))
         feats, labels = zip(*parts, strict=True)
         return torch.cat(feats), torch.cat(labels)
-
-    def on_validation_epoch_start(self) -> None:
-        self._bank.clear()
-        self._queries.clear()
-
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._eval_step(batch, dataloader_idx)
-
-    def on_validation_epoch_end(self) -> None:
-        self._eval_end("val")
-
-    def on_test_epoch_start(self) -> None:
-        self._bank.clear()
-        self._queries.clear()
-
-    def test_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._eval_step(batch, dataloader_idx)
-
-    def on_test_epoch_end(self) -> None:
-        self._eval_end("test")
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
         return {"features": self(batch["image"])}
