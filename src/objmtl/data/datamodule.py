@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,21 @@ __all__ = ["ShardDataModule", "meta_of", "resolve_root"]
 log = logging.getLogger(__name__)
 
 
+def _synth_writer(synth: dict[str, Any]) -> tuple[Callable[..., Any], str]:
+    """``data.synth.writer`` (a function, or its ``{_target_: hydra.utils.get_method, path: ...}`` node before
+    instantiation), else the built-in writer; and the suffix its sets take in the cache folder."""
+    writer = synth.get("writer")
+    if writer is None:
+        from objmtl.data.synth import write_synthetic
+
+        return write_synthetic, ""
+    if not callable(writer):
+        from hydra.utils import instantiate
+
+        writer = instantiate(writer)
+    return writer, f"-{writer.__name__}"
+
+
 def resolve_root(root: str | None, synth: dict[str, Any] | None) -> Path:
     """The shard folder to read: ``root`` if given, else the cache folder of the synthetic set."""
     if root:
@@ -32,7 +48,8 @@ def resolve_root(root: str | None, synth: dict[str, Any] | None) -> Path:
     if not synth:
         raise UserError("data.root: not set (give data.root=SHARDS, or use data=synth)")
     s = dict(synth)
-    return cache_dir() / f"synth-n{s.get('n', 1000)}-s{s.get('seed', 0)}-px{s.get('image_size', 128)}"
+    suffix = _synth_writer(s)[1]
+    return cache_dir() / f"synth-n{s.get('n', 1000)}-s{s.get('seed', 0)}-px{s.get('image_size', 128)}{suffix}"
 
 
 def meta_of(root: str | None, synth: dict[str, Any] | None, sources: list[dict[str, Any]] | None) -> Meta:
@@ -46,18 +63,23 @@ def meta_of(root: str | None, synth: dict[str, Any] | None, sources: list[dict[s
 
 
 def ensure_synth(root: Path, synth: dict[str, Any]) -> None:
-    """Writes the synthetic shard set to ``root`` once; safe when several processes race."""
+    """Writes the synthetic shard set to ``root`` once; safe when several processes race.
+
+    ``synth`` holds the writer's keyword arguments and, optionally, ``writer``: a task kind's own synthetic
+    set (a function taking the folder and those keywords, as :func:`objmtl.data.synth.write_synthetic` does).
+    """
     if (root / "meta.json").exists():
         return
     from filelock import FileLock
 
-    from objmtl.data.synth import write_synthetic
-
+    args = dict(synth)
+    writer, _ = _synth_writer(args)
+    args.pop("writer", None)
     root.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(root) + ".lock"):
         if not (root / "meta.json").exists():
             log.info("writing the synthetic data set to %s (once; it is cached)", root)
-            write_synthetic(root, overwrite=root.exists(), progress=True, **dict(synth))
+            writer(root, overwrite=root.exists(), progress=True, **args)
 
 
 class ShardDataModule(L.LightningDataModule):
@@ -104,11 +126,6 @@ class ShardDataModule(L.LightningDataModule):
         self.sources = [dict(s) for s in sources] if sources else None
         if self.sources and any("root" not in s for s in self.sources):
             raise UserError("data.sources: every entry needs a root (and, for mix=weighted, a weight)")
-        for i, source in enumerate(self.sources or []):
-            kinds = source.get("tasks")
-            if kinds is not None and (isinstance(kinds, str) or not all(k in TASKS for k in kinds)):
-                raise UserError(f"data.sources[{i}].tasks={kinds}: a list of the annotation kinds this source lends, "
-                                f"among {', '.join(TASKS)}")
         self.mix, self.repeat_threshold = mix, repeat_threshold
         self.root = Path(self.sources[0]["root"]) if self.sources else resolve_root(root, synth)
         self.synth = dict(synth) if synth and not root else None
@@ -120,6 +137,12 @@ class ShardDataModule(L.LightningDataModule):
         self.adapter: Any = samples
         self.head_samples = dict(head_samples or {})
         self.adapter.check_heads(self.heads, self.head_samples)
+        known = [*TASKS, *(h for h in self.head_samples if h not in TASKS)]
+        for i, source in enumerate(self.sources or []):
+            kinds = source.get("tasks")
+            if kinds is not None and (isinstance(kinds, str) or not all(k in known for k in kinds)):
+                raise UserError(f"data.sources[{i}].tasks={kinds}: a list of the annotation kinds this source lends, "
+                                f"among {', '.join(known)}")
         self.pose_size = list(pose_size) if pose_size is not None else None
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size

@@ -51,7 +51,8 @@ def merge_metas(metas: Sequence[Meta]) -> tuple[Meta, list[dict[str, list[int]]]
     mask_iter = iter(mask_maps)
     maps = [{"classes": cm, "mask_classes": next(mask_iter) if m.mask_classes else []}
             for m, cm in zip(metas, class_maps, strict=True)]
-    tasks = sorted({t for m in metas for t in m.tasks}, key=("cls", "det", "seg", "pose").index)
+    order = ("cls", "det", "seg", "pose")  # the built-in kinds first, in this order; any other after them, by name
+    tasks = sorted({t for m in metas for t in m.tasks}, key=lambda t: (order.index(t) if t in order else len(order), t))
     keypoints = next((m.keypoints for m in metas if m.keypoints), None)
     meta = replace(metas[0], classes=classes, mask_classes=mask_classes, tasks=tasks, keypoints=keypoints,
                    splits={}, source="+".join(m.source for m in metas),

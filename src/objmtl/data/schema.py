@@ -43,6 +43,9 @@ IGNORE_INDEX = 255
 TASKS = ("cls", "det", "seg", "pose")
 INSTANCE_KEYS = ("boxes", "classes", "iscrowd", "area", "difficult", "truncated", "polygons", "keypoints")
 META_FILE = "meta.json"
+# the meta.json keys Meta reads by name (``counts`` is derived); any other key lands in Meta.extra
+_META_KEYS = {"classes", "tasks", "mask_classes", "keypoints", "splits", "source", "class_ids", "schema_version",
+              "counts"}
 
 
 @dataclass
@@ -80,6 +83,9 @@ class Meta:
         splits: per split, the shard files and their sample counts.
         class_ids: the source dataset's id of each class (COCO category ids, YOLO ids with gaps),
             when they are not simply 0..n-1; results files written for the source use them.
+        extra: the top-level ``meta.json`` keys this class does not name, kept as they are: a task kind
+            outside the built-in ones describes its annotations there (e.g. its target names), configs read
+            them as ``${meta:KEY}`` (``${meta:num_KEY}``: the length of a list).
     """
 
     classes: list[str]
@@ -90,6 +96,7 @@ class Meta:
     source: str = ""
     class_ids: list[int] = field(default_factory=list)
     schema_version: int = SCHEMA_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.class_ids and len(self.class_ids) != len(self.classes):
@@ -116,8 +123,9 @@ class Meta:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        extra = d.pop("extra")
         d["counts"] = {split: self.count(split) for split in self.splits}
-        return d
+        return {**d, **{k: v for k, v in extra.items() if k not in d}}
 
     def field(self, key: str) -> Any:
         """A value for configs (``${meta:num_classes}``): a property or an attribute, by name."""
@@ -128,8 +136,13 @@ class Meta:
         if key in ("keypoint_names", "skeleton", "flip_pairs", "sigmas"):
             spec = self.keypoints or KeypointSpec(names=[])
             return list(spec.names if key == "keypoint_names" else getattr(spec, key))
+        if key in self.extra:
+            return self.extra[key]
+        if key.startswith("num_") and isinstance(self.extra.get(key[4:]), list):
+            return len(self.extra[key[4:]])
+        more = "".join(f", {k}" for k in self.extra)
         raise UserError(f"meta: no field {key!r} (known: num_classes, classes, num_mask_classes, "
-                        "mask_classes, num_keypoints, keypoint_names, skeleton, flip_pairs, sigmas, tasks)")
+                        f"mask_classes, num_keypoints, keypoint_names, skeleton, flip_pairs, sigmas, tasks{more})")
 
 
 def write_meta(root: str | Path, meta: Meta) -> Path:
@@ -167,6 +180,7 @@ def read_meta(root: str | Path) -> Meta:
                     for s, shards in raw.get("splits", {}).items()},
             source=str(raw.get("source", "")),
             class_ids=[int(i) for i in raw.get("class_ids", [])],
+            extra={k: v for k, v in raw.items() if k not in _META_KEYS},
         )
     except (KeyError, TypeError, ValueError) as e:
         raise UserError(f"{path}: malformed meta ({type(e).__name__}: {e})") from None
