@@ -14,7 +14,7 @@ three channels, so the sizes are those the evaluation passes (a test checks it o
 ``--uint8`` image whose last rows are exactly the pad colour would be taken as smaller.
 
 Batch, height and width stay dynamic: the level sizes, masks, reference points and valid ratios all come
-from traced shapes (see :mod:`objmtl.models.detection.deformable_detr.attention`).
+from traced shapes (see :mod:`objmtl.ops.ms_deform_attn_module`).
 """
 
 from __future__ import annotations

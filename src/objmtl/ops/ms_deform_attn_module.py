@@ -1,4 +1,15 @@
-"""``MSDeformAttn``: the projections around the op, initialised as in Deformable DETR (Zhu et al., ICLR 2021)."""
+"""``MSDeformAttn``: the projections around the op, initialised as in Deformable DETR (Zhu et al., ICLR 2021).
+
+``DeformAttention`` is the same module (same arguments and weights) whose ONNX trace keeps the level sizes
+symbolic. In eager mode it changes nothing (the op's reference or compiled kernels run). Under ``torch.jit``
+tracing (the ``dynamo=False`` ONNX export) the op's reference reads the level sizes with
+``spatial_shapes.tolist()``, which the tracer records as constants: a graph exported at one input size would
+slice and reshape the value maps of another size wrongly. ``DeformAttention``, while tracing, runs the
+reference with ``symbolic_sizes=True`` (the sizes taken as traced scalars of ``spatial_shapes``), so the
+exported graph follows the input's height and width. The maths is the reference's (bilinear ``grid_sample``,
+zeros outside, ``align_corners=False``); a test holds eager and ONNX Runtime equal at a size other than the
+traced one.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +19,9 @@ import torch
 from torch import Tensor, nn
 
 from objmtl.ops.ms_deform_attn import ms_deform_attn
+from objmtl.ops.ms_deform_attn_reference import ms_deform_attn_reference
 
-__all__ = ["MSDeformAttn"]
+__all__ = ["DeformAttention", "MSDeformAttn"]
 
 
 class MSDeformAttn(nn.Module):
@@ -22,6 +34,9 @@ class MSDeformAttn(nn.Module):
         n_points: Sampling points per head and level.
         im2col_step: Batch chunk of the compiled kernels (memory vs speed; no effect on the result).
     """
+
+    # under torch.jit tracing, the reference with the level sizes as traced scalars (see DeformAttention)
+    _symbolic_sizes_when_traced = False
 
     def __init__(self, *, d_model: int = 256, n_levels: int = 4, n_heads: int = 8, n_points: int = 4,
                  im2col_step: int = 64) -> None:
@@ -86,5 +101,15 @@ class MSDeformAttn(nn.Module):
                          + offsets / self.n_points * reference_points[:, :, None, :, None, 2:] * 0.5)
         else:
             raise ValueError(f"reference_points' last dimension must be 2 or 4, got {reference_points.shape[-1]}")
-        out = ms_deform_attn(value, spatial_shapes, level_start_index, locations, weights, self.im2col_step)
+        if self._symbolic_sizes_when_traced and torch.jit.is_tracing():
+            out = ms_deform_attn_reference(value, spatial_shapes, locations, weights, symbolic_sizes=True)
+        else:
+            out = ms_deform_attn(value, spatial_shapes, level_start_index, locations, weights, self.im2col_step)
         return self.output_proj(out)
+
+
+class DeformAttention(MSDeformAttn):
+    """:class:`MSDeformAttn` (same arguments and weights) with symbolic level sizes when traced; ``spatial_shapes``
+    must come from the feature maps' traced sizes when exporting (see the module's docstring)."""
+
+    _symbolic_sizes_when_traced = True

@@ -9,9 +9,9 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from objmtl.models.detection.deformable_detr.attention import DeformAttention
 from objmtl.models.detection.deformable_detr.encoder import FeedForward
 from objmtl.models.detection.deformable_detr.layers import inverse_sigmoid
+from objmtl.ops import DeformAttention
 
 __all__ = ["DeformableDecoder", "DeformableDecoderLayer", "refine_boxes"]
 

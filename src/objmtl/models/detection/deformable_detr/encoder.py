@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from objmtl.models.detection.deformable_detr.attention import DeformAttention
+from objmtl.ops import DeformAttention
 
 __all__ = ["DeformableEncoder", "DeformableEncoderLayer", "FeedForward", "encoder_reference_points"]
 
