@@ -65,7 +65,8 @@ def _direction(mode: str) -> str:
 
 
 def register_resolvers() -> None:
-    """Registers the resolvers once (safe to call again)."""
+    """Registers the resolvers (each only if missing, so safe to call again). Importing this module calls it:
+    every importer of ``objmtl.config`` has them; call it again only after ``OmegaConf.clear_resolvers()``."""
     if not OmegaConf.has_resolver("meta"):
         OmegaConf.register_new_resolver("meta", _meta)
     if not OmegaConf.has_resolver("objmtl_run_dir"):
@@ -78,8 +79,7 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("objmtl_log_name", _log_name)
 
 
-register_resolvers()
-
+register_resolvers()  # the one registration point: at import
 
 
 def compose_config(*overrides: str, run_dir: str | Path | None = None) -> DictConfig:
@@ -88,7 +88,6 @@ def compose_config(*overrides: str, run_dir: str | Path | None = None) -> DictCo
     goes to ``run_dir`` (default ``$OBJMTL_RUNS/notebook/<time>``, ``$OBJMTL_RUNS`` defaulting to ``runs``)."""
     from hydra import compose, initialize_config_dir
 
-    register_resolvers()
     if run_dir is None:
         run_dir = Path(os.environ.get("OBJMTL_RUNS", "runs")) / "notebook" / time.strftime("%Y-%m-%d_%H-%M-%S")
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):

@@ -15,9 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from objmtl.cli.errors import OURS, hydra_message, report_user_errors, user_full_error
-from objmtl.config import CONFIG_DIR, register_resolvers
-
-register_resolvers()
+from objmtl.config import CONFIG_DIR  # its import registers the resolvers
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")

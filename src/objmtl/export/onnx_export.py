@@ -68,12 +68,11 @@ def load_for_export(path: str | Path, *, trust: bool = False) -> ExportedModel:
     """Rebuilds the model of an objmtl checkpoint (its stored config) with its weights, in eval mode."""
     from hydra.utils import instantiate
 
+    import objmtl.config  # noqa: F401  (its import registers the resolvers the stored config names)
     from objmtl.checkpoint import config_from_checkpoint, load_checkpoint, load_own_weights
-    from objmtl.config import register_resolvers
 
     path = Path(path)
     ckpt = load_checkpoint(path, trust=trust)
-    register_resolvers()
     config = config_from_checkpoint(ckpt, path)
     cfg = OmegaConf.create(config)
     kind, head_kinds = export_kind_of(cfg.task, path=path)

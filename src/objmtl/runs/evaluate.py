@@ -10,9 +10,9 @@ from typing import Any
 import lightning as L
 from omegaconf import OmegaConf, open_dict
 
+import objmtl.config  # noqa: F401  (its import registers the resolvers the config names)
 from objmtl.callbacks.ctrl_c import InterruptBetweenSteps
 from objmtl.checkpoint import config_from_checkpoint, find_checkpoint, load_checkpoint, load_own_weights
-from objmtl.config import register_resolvers
 from objmtl.cpus import cap_torch_threads
 from objmtl.errors import UserError
 from objmtl.runs.devices import check_eval_devices
@@ -57,7 +57,6 @@ def evaluate(source: str | Path, *, split: str | None = None, data_root: str | P
     ``loss`` is a mean of batch losses (detection normalises by a batch's positives).
     """
     _check_arguments(split=split, out=out, format_only=format_only, devices=devices, accelerator=accelerator)
-    register_resolvers()
     quiet_lightning()
     cap_torch_threads()
     ckpt_path = find_checkpoint(source)

@@ -14,9 +14,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+import objmtl.config  # noqa: F401  (its import registers the resolvers the config names)
 from objmtl.callbacks.ctrl_c import InterruptBetweenSteps
 from objmtl.checkpoint import config_from_checkpoint, load_checkpoint, load_weights
-from objmtl.config import register_resolvers
 from objmtl.cpus import cap_torch_threads
 from objmtl.errors import UserError
 from objmtl.runs.devices import check_train_devices
@@ -154,7 +154,6 @@ def train(cfg: DictConfig, *, overrides: Sequence[str] = ()) -> dict[str, Any]:
     Returns the summary also written to ``RUN_DIR/metrics.json``: the final validation
     metrics, the best checkpoint and its score, and the test metrics.
     """
-    register_resolvers()
     quiet_lightning()
     cap_torch_threads()
     cfg, fit_ckpt = _stored_config(cfg, overrides)
