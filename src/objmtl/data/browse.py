@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from objmtl.data.convert import format_options
 from objmtl.data.parsers import (  # the parser lives apart: it loads nothing heavy
     add_browse_parser,
     convert_namespace,
@@ -293,7 +294,8 @@ def _contact_sheet(pictures: list[Path], path: Path, *, max_cell: tuple[int, int
 
 def run_browse(args: argparse.Namespace) -> None:
     """``objmtl-data browse``: draws the samples and says where they went."""
-    options = {k: getattr(args, k) for k in SOURCE_OPTIONS if hasattr(args, k)}
+    dests = [*SOURCE_OPTIONS, *(flag.lstrip("-").replace("-", "_") for flag in format_options())]
+    options = {k: getattr(args, k) for k in dests if hasattr(args, k)}
     result = browse(args.source, out=args.out, n=args.n, split=args.split, seed=args.seed, grid=args.grid,
                     fmt=args.format, source_options=options, min_side=args.min_side, max_side=args.max_side)
     print(f"wrote {len(result.pictures)} pictures to {args.out}" + (f", contact sheet {result.grid}"

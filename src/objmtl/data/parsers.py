@@ -9,7 +9,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from objmtl.data.convert import FORMATS
+from objmtl.data.convert import FORMATS, format_options
 from objmtl.data.schema import SPLITS
 
 __all__ = ["add_browse_parser", "add_convert_parser", "add_inspect_parser", "convert_namespace"]
@@ -18,7 +18,7 @@ __all__ = ["add_browse_parser", "add_convert_parser", "add_inspect_parser", "con
 def add_convert_parser(sub: Any) -> argparse.ArgumentParser:
     """Registers ``objmtl-data convert`` on an ``add_subparsers()`` object."""
     c = sub.add_parser("convert", help="convert a data set into shards",
-                       description="Formats: " + "; ".join(f"{k}: {v[1]}" for k, v in FORMATS.items()))
+                       description="Formats: " + "; ".join(f"{k}: {v.help}" for k, v in FORMATS.items()))
     c.add_argument("--format", choices=list(FORMATS), required=True)
     c.add_argument("--src", type=Path, required=True, help="the data set root; no path may leave it")
     c.add_argument("--out", type=Path, required=True)
@@ -44,6 +44,8 @@ def add_convert_parser(sub: Any) -> argparse.ArgumentParser:
     c.add_argument("--max-count", type=int, default=1000, help="samples per shard file")
     c.add_argument("--strict", action="store_true", help="every drop or fix is an error")
     c.add_argument("--overwrite", action="store_true")
+    for flag, help in format_options().items():
+        c.add_argument(flag, default=None, help=help)
     return c
 
 
@@ -88,4 +90,6 @@ def add_browse_parser(sub: Any) -> argparse.ArgumentParser:
     g.add_argument("--drop-background", action="store_true")
     g.add_argument("--val-fraction", type=float, default=0.2)
     g.add_argument("--test-fraction", type=float, default=0.0)
+    for flag, help in format_options().items():
+        g.add_argument(flag, default=None, help=help)
     return p

@@ -12,23 +12,42 @@ from __future__ import annotations
 import argparse
 import importlib
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     from objmtl.data.convert.engine import Conversion, ConversionReport, SourceSample, run_conversion
 
-__all__ = ["FORMATS", "Conversion", "ConversionReport", "SourceSample", "reader_for", "run_conversion"]
+__all__ = ["FORMATS", "Conversion", "Format", "ConversionReport", "SourceSample", "format_options", "reader_for",
+           "run_conversion"]
 
-# format -> (module, what it reads)
-FORMATS: dict[str, tuple[str, str]] = {
-    "imagefolder": ("objmtl.data.convert.cli_readers", "classification: [split/]class/image folders"),
-    "list": ("objmtl.data.convert.cli_readers", "classification: list files of 'relative/path label' lines"),
-    "yolo": ("objmtl.data.convert.yolo", "YOLO txt: boxes, segment polygons or pose keypoints"),
-    "text": ("objmtl.data.convert.plain_text", "plain-text box lists: path x1 y1 x2 y2 cls ..."),
-    "voc": ("objmtl.data.convert.voc", "Pascal VOC xml boxes (+ palette PNG segmentation masks)"),
-    "coco": ("objmtl.data.convert.coco", "COCO json: instances (boxes, polygons, RLE) and person_keypoints"),
-    "masks": ("objmtl.data.convert.masks", "semantic masks: class-index PNGs with a class map"),
+class Format(NamedTuple):
+    """One ``--format``: the module with its ``from_args``, what it reads, and the options only it takes
+    (``(flag, help)`` pairs that ``objmtl-data convert`` and ``browse`` add to their parsers)."""
+
+    module: str
+    help: str
+    options: tuple[tuple[str, str], ...] = ()
+
+
+FORMATS: dict[str, Format] = {
+    "imagefolder": Format("objmtl.data.convert.cli_readers", "classification: [split/]class/image folders"),
+    "list": Format("objmtl.data.convert.cli_readers", "classification: list files of 'relative/path label' lines"),
+    "yolo": Format("objmtl.data.convert.yolo", "YOLO txt: boxes, segment polygons or pose keypoints"),
+    "text": Format("objmtl.data.convert.plain_text", "plain-text box lists: path x1 y1 x2 y2 cls ..."),
+    "voc": Format("objmtl.data.convert.voc", "Pascal VOC xml boxes (+ palette PNG segmentation masks)"),
+    "coco": Format("objmtl.data.convert.coco", "COCO json: instances (boxes, polygons, RLE) and person_keypoints"),
+    "masks": Format("objmtl.data.convert.masks", "semantic masks: class-index PNGs with a class map"),
 }
+
+
+def format_options() -> dict[str, str]:
+    """Every format's own options, flag -> help (a flag two formats share is added once)."""
+    out: dict[str, str] = {}
+    for fmt in FORMATS.values():
+        for flag, help in fmt.options:
+            out.setdefault(flag, help)
+    return out
+
 
 _ENGINE = ("Conversion", "ConversionReport", "SourceSample", "run_conversion")
 
@@ -40,5 +59,4 @@ def __getattr__(name: str) -> Any:
 
 
 def reader_for(fmt: str) -> Callable[[argparse.Namespace], Conversion]:
-    module, _ = FORMATS[fmt]
-    return importlib.import_module(module).from_args(fmt)
+    return importlib.import_module(FORMATS[fmt].module).from_args(fmt)

@@ -52,13 +52,25 @@ POSE_DEFAULTS = ("image_size: [256, 192]  # (h, w) of a person crop, SimpleBasel
 
 
 def _task_of(meta: Meta) -> str:
-    """The first task these shards carry that objmtl-train has a config for."""
+    """The first task these shards carry that objmtl-train has a config for (built-in kinds in the order
+    below, then any other kind in ``meta.tasks`` order that has ``conf/task/<kind>.yaml``)."""
     from objmtl.locations import CONFIG_DIR
 
-    for task in ("pose", "det", "seg", "cls"):  # keypoints are converted to train pose; boxes come with them
-        if task in meta.tasks and (CONFIG_DIR / "task" / f"{task}.yaml").is_file():
+    built_in = ("pose", "det", "seg", "cls")  # keypoints are converted to train pose; boxes come with them
+    for task in [*(t for t in built_in if t in meta.tasks), *(t for t in meta.tasks if t not in built_in)]:
+        if (CONFIG_DIR / "task" / f"{task}.yaml").is_file():
             return task
     return ""
+
+
+def _data_config_of(task: str) -> str:
+    """The data config to train ``task`` on a converted shard set: the built-in kinds' table, else a kind's own
+    ``conf/data/<kind>_shards.yaml`` when it ships one, else ``shards``."""
+    from objmtl.locations import CONFIG_DIR
+
+    if task in DATA_CONFIG_OF_TASK:
+        return DATA_CONFIG_OF_TASK[task]
+    return f"{task}_shards" if (CONFIG_DIR / "data" / f"{task}_shards.yaml").is_file() else "shards"
 
 
 LOCAL_PREFIX = "local_"
@@ -79,7 +91,7 @@ def write_data_config(out: Path, meta: Meta) -> tuple[Path, list[str]]:
         note = (f"# These shards carry {', '.join(meta.tasks)}; objmtl-train has no task for them yet.\n")
         path.write_text(note + "defaults:\n  - shards\n  - _self_\n\n" + f"root: {out}\n", encoding="utf-8")
         return path, []
-    base = DATA_CONFIG_OF_TASK.get(task, "shards")
+    base = _data_config_of(task)
     commands = [f"objmtl-train --config-dir {out / 'conf'} task={task} data={name}",
                 f"objmtl-train task={task} data={base} data.root={out}"]
     path.write_text(
