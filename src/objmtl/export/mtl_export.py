@@ -38,10 +38,12 @@ class MultiTaskExport(ExportKind):
         heads = [str(h) for h in part("task.heads")]
         module = plain["task"]["module"]
         module["head_class_names"], module["keypoints"], module["flip_test"] = {}, {}, None
+        module["head_modules"] = {}  # each head's own, for its graph and metadata (ExportedModel.sub)
         for head in heads:  # each head's task.module, read as its own kind reads a single-task one
             kind = (head_kinds or {}).get(head, ExportKind)
             sub = kind.plain_config(lambda key, h=head: part(key.replace("task.module.", f"task.module.heads.{h}.", 1))
                                     if key.startswith("task.module.") else part(key))["task"]["module"]
+            module["head_modules"][head] = sub
             module["head_class_names"][head] = sub["class_names"]
             if any(v is not None for v in sub["keypoints"].values()):  # the head with keypoints (pose)
                 module["keypoints"], module["flip_test"] = sub["keypoints"], sub["flip_test"]
@@ -61,8 +63,8 @@ class MultiTaskExport(ExportKind):
             raise UserError(f"--bake-norm: not offered for a model with a {crops[0]} head (its crops are normalised "
                             "by the crop transform)")
         plain = Normalize()  # the whole-image heads get INPUT__0 normalised once, by the multi-task graph
-        module = exported.config["task"]["module"]
-        graphs = {h: kinds[h].head_graph(model.heads[h], normalize=plain, nms=nms, module=module)
+        graphs = {h: kinds[h].head_graph(model.heads[h], normalize=plain, nms=nms,
+                                         module=exported.sub(h).config["task"]["module"])
                   for h in exported.heads}
         counts = {h: kinds[h].num_outputs(model.heads[h], nms=nms) for h in exported.heads}
         return MultiTaskGraph(model=model, normalize=normalize, graphs=graphs, counts=counts, crop_heads=crops).eval()

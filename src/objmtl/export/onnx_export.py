@@ -58,9 +58,14 @@ class ExportedModel:
         self.pose_size = [int(v) for v in pose] if pose else None
 
     def sub(self, head: str) -> ExportedModel:
-        """Head ``head`` of a multi-task model: its model and kind, this config."""
+        """Head ``head`` of a multi-task model: its model and kind, this config with the head's own ``task.module``
+        keys over the multi-task one's (``head_modules``, as the multi-task export's ``plain_config`` keeps them)."""
         sub = copy.copy(self)
         sub.model, sub.kind, sub.task, sub.head_kinds = self.model.heads[head], self.head_kinds[head], head, {}
+        module = self.config["task"].get("module", {})
+        own = (module.get("head_modules") or {}).get(head)
+        if own:
+            sub.config = {**self.config, "task": {**self.config["task"], "module": {**module, **own}}}
         return sub
 
 
