@@ -32,6 +32,16 @@ def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def reg_synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same 120 images with task kind reg's targets (cover, shapes) in meta.json and every sample."""
+    from objmtl.data.reg_synth import write_regression_synthetic
+
+    root = tmp_path_factory.mktemp("reg-synth") / "shards"
+    write_regression_synthetic(root, n=120, seed=0, image_size=64, max_count=32)
+    return root
+
+
+@pytest.fixture(scope="session")
 def real_data() -> Path:
     """``$OBJMTL_TEST_DATA`` (default ../shared/data): read-only real sample sets.
 

@@ -11,11 +11,13 @@ from hydra.utils import instantiate
 
 from objmtl.config import CONFIG_DIR
 from objmtl.models import interfaces
+from objmtl.models.regressor import RegressorModel
 from objmtl.runs.train import _kind
 from tests.helpers import compose_train
 
 PROTOCOLS = {"cls": interfaces.Classifier, "det": interfaces.Detector, "seg": interfaces.Segmenter,
-             "pose": interfaces.PoseModel, "ssl": interfaces.SSLModel, "mtl": interfaces.MultiTaskModel}
+             "pose": interfaces.PoseModel, "ssl": interfaces.SSLModel, "mtl": interfaces.MultiTaskModel,
+             "reg": RegressorModel}
 MODELS = sorted(p.stem for p in (CONFIG_DIR / "model").glob("*.yaml"))
 
 
@@ -34,11 +36,13 @@ def _missing(model: object, protocol: type) -> list[str]:
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_model_config_builds_a_model_of_its_kind(name: str, synth_root: Path, tmp_path: Path) -> None:
+def test_model_config_builds_a_model_of_its_kind(name: str, synth_root: Path, reg_synth_root: Path,
+                                                tmp_path: Path) -> None:
     kind = _kind(_target(name))
+    root = reg_synth_root if kind == "reg" else synth_root  # a regressor's size comes from meta.json's targets
     assert kind in PROTOCOLS, f"conf/model/{name}.yaml: its model declares no known kind ({kind!r})"
     torch.manual_seed(0)
-    model = instantiate(compose_train(f"task={kind}", f"model={name}", f"data.root={synth_root}",
+    model = instantiate(compose_train(f"task={kind}", f"model={name}", f"data.root={root}",
                                       run_dir=tmp_path).model)
     assert isinstance(model, torch.nn.Module) and model.kind == kind
     protocol = PROTOCOLS[kind]

@@ -29,9 +29,17 @@ class Format(NamedTuple):
     options: tuple[tuple[str, str], ...] = ()
 
 
+_TARGETS = ("--targets", "regression (list, csv): target names, comma-separated; csv: its columns (default: every "
+            "column but the path column)")
+_PATH_COLUMN = ("--path-column", "csv: the column of image paths (default: path, image, file or filename)")
+
 FORMATS: dict[str, Format] = {
     "imagefolder": Format("objmtl.data.convert.cli_readers", "classification: [split/]class/image folders"),
-    "list": Format("objmtl.data.convert.cli_readers", "classification: list files of 'relative/path label' lines"),
+    # regression (task kind reg) registers here: list files with --targets, and CSV tables
+    "list": Format("objmtl.data.convert.regression", "classification: list files of 'relative/path label' lines; "
+                   "with --targets A[,B]: regression, 'relative/path a [b]' lines", options=(_TARGETS,)),
+    "csv": Format("objmtl.data.convert.regression", "regression: a CSV table with a header row, a path column and "
+                  "target columns (--targets A[,B])", options=(_TARGETS, _PATH_COLUMN)),
     "yolo": Format("objmtl.data.convert.yolo", "YOLO txt: boxes, segment polygons or pose keypoints"),
     "text": Format("objmtl.data.convert.plain_text", "plain-text box lists: path x1 y1 x2 y2 cls ..."),
     "voc": Format("objmtl.data.convert.voc", "Pascal VOC xml boxes (+ palette PNG segmentation masks)"),
