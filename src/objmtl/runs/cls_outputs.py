@@ -15,11 +15,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from PIL import Image
 
 from objmtl.data.schema import Meta
-from objmtl.runs.outputs import EvalOutputs, raw_samples
+from objmtl.runs.outputs import EvalOutputs, captioned_images
 from objmtl.viz.draw import draw_label_text
 
 __all__ = ["ClassificationOutputs", "show_predictions", "write_predictions"]
@@ -54,24 +53,14 @@ def show_predictions(*, rows: Sequence[dict[str, Any]], roots: Sequence[Path], s
     """Writes ``out_dir/<key>.png`` per collected image: the original (enlarged to ``min_side`` when
     smaller) over a caption ``predicted score`` (+ ``true: class`` when wrong). Returns the count."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    by_key = {r["key"]: r for r in rows}
     written = 0
-    for sample in raw_samples(roots, split):
-        row = by_key.pop(str(sample["key"]), None)
-        if row is None:
-            continue
-        image = Image.fromarray(sample["image"])
-        if min(image.size) < min_side:
-            scale = min_side / min(image.size)
-            image = image.resize((round(image.width * scale), round(image.height * scale)), Image.NEAREST)
+    for row, image in captioned_images(rows, roots, split, min_side=min_side):
         right = row["label"] == row["target"]
         text = f"{class_names[row['label']]} {row['score']:.2f}" + ("" if right else
                                                                    f"  (true: {class_names[row['target']]})")
-        picture = draw_label_text(np.asarray(image), text, background=_RIGHT if right else _WRONG)
+        picture = draw_label_text(image, text, background=_RIGHT if right else _WRONG)
         Image.fromarray(picture).save(out_dir / f"{Path(str(row['key'])).name}.png")
         written += 1
-        if not by_key:
-            break
     return written
 
 

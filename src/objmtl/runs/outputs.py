@@ -18,13 +18,15 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import lightning as L
+import numpy as np
 import torch.distributed as dist
+from PIL import Image
 
 from objmtl.data.schema import Meta
 from objmtl.data.shard_reader import ShardDataset
 from objmtl.errors import UserError
 
-__all__ = ["EvalOutputs", "raw_samples"]
+__all__ = ["EvalOutputs", "captioned_images", "raw_samples"]
 
 
 def raw_samples(roots: Sequence[Path], split: str) -> Iterator[dict[str, Any]]:
@@ -32,6 +34,25 @@ def raw_samples(roots: Sequence[Path], split: str) -> Iterator[dict[str, Any]]:
     the original pixels that ``--show-dir`` pictures are drawn on."""
     for root in roots:
         yield from ShardDataset(root=root, split=split, world_size=1, rank=0)
+
+
+def captioned_images(rows: Sequence[dict[str, Any]], roots: Sequence[Path], split: str, *,
+                     min_side: int = 160) -> Iterator[tuple[dict[str, Any], np.ndarray]]:
+    """Each collected row (``{"key": ...}``) with its sample's original image, enlarged (nearest) to at least
+    ``min_side`` when smaller, in shard order; stops once every row has had its image. What the whole-image
+    kinds' ``--show-dir`` captions are drawn under."""
+    by_key = {str(r["key"]): r for r in rows}
+    for sample in raw_samples(roots, split):
+        row = by_key.pop(str(sample["key"]), None)
+        if row is None:
+            continue
+        image = Image.fromarray(sample["image"])
+        if min(image.size) < min_side:
+            scale = min_side / min(image.size)
+            image = image.resize((round(image.width * scale), round(image.height * scale)), Image.NEAREST)
+        yield row, np.asarray(image)
+        if not by_key:
+            return
 
 
 class EvalOutputs(L.Callback):

@@ -15,11 +15,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from PIL import Image
 
 from objmtl.data.schema import Meta, read_meta
-from objmtl.runs.outputs import EvalOutputs, raw_samples
+from objmtl.runs.outputs import EvalOutputs, captioned_images
 from objmtl.viz.draw import draw_label_text
 
 __all__ = ["RegressionOutputs"]
@@ -60,22 +59,12 @@ class RegressionOutputs(EvalOutputs):
              score_thr: float, min_side: int = 160) -> int:
         names = [str(n) for n in _meta_targets(roots)]
         out_dir.mkdir(parents=True, exist_ok=True)
-        by_key = {r["key"]: r for r in self.items}
         written = 0
-        for sample in raw_samples(roots, split):
-            row = by_key.pop(str(sample["key"]), None)
-            if row is None:
-                continue
-            image = Image.fromarray(sample["image"])
-            if min(image.size) < min_side:
-                scale = min_side / min(image.size)
-                image = image.resize((round(image.width * scale), round(image.height * scale)), Image.NEAREST)
+        for row, image in captioned_images(self.items, roots, split, min_side=min_side):
             text = "  ".join(f"{n} {p:.3g} ({t:.3g})" for n, p, t in zip(names, row["pred"], row["true"],
                                                                            strict=True))
-            Image.fromarray(draw_label_text(np.asarray(image), text)).save(out_dir / f"{Path(row['key']).name}.png")
+            Image.fromarray(draw_label_text(image, text)).save(out_dir / f"{Path(row['key']).name}.png")
             written += 1
-            if not by_key:
-                break
         return written
 
 
