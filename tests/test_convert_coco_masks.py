@@ -50,7 +50,7 @@ def test_coco_keypoints_cli(tiny: Path, tmp_path: Path) -> None:
     _convert("--format", "coco", "--src", str(tiny), "--out", str(out),
              "--ann", "train=annotations/person_keypoints_train2017.json")
     meta = read_meta(out)
-    assert meta.tasks == ["det", "seg", "pose"] and meta.classes == ["person"]
+    assert meta.tasks == ["det", "seg", "inst", "pose"] and meta.classes == ["person"]
     assert meta.num_keypoints == 17 and meta.keypoints.sigmas == pytest.approx(COCO_SIGMAS)
     assert [0, 1] in meta.keypoints.skeleton and [15, 16] in meta.keypoints.flip_pairs
     samples = _samples(out)
@@ -78,7 +78,7 @@ def test_coco_instances_cli(tiny: Path, tmp_path: Path) -> None:
     _convert("--format", "coco", "--src", str(tiny), "--out", str(out), "--images", "train2017",
              "--ann", f"train={tiny / 'annotations' / 'instances_train2017.json'}", "--val-fraction", "0")
     meta = read_meta(out)
-    assert meta.classes == [names[c] for c in sorted(names)] and meta.tasks == ["det", "seg"]
+    assert meta.classes == [names[c] for c in sorted(names)] and meta.tasks == ["det", "seg", "inst"]
     samples = _samples(out)
     assert len(samples) == 50 == meta.count("train")
     got = Counter(meta.classes[c] for s in samples for c in s["ann"]["classes"])

@@ -82,7 +82,7 @@ def test_unknown_schema_version_is_refused(tmp_path: Path) -> None:
     raw = json.loads((root / "meta.json").read_text())
     raw["schema_version"] = 99
     (root / "meta.json").write_text(json.dumps(raw))
-    with pytest.raises(UserError, match=rf"schema version 99 .* \({SCHEMA_VERSION}\)"):
+    with pytest.raises(UserError, match=r"schema version 99 .* \(1, 2\)"):
         read_meta(root)
 
 

@@ -11,8 +11,14 @@ A sample in a tar is ``KEY.jpg`` (or ``.png``), ``KEY.json`` and, for semantic s
 - ``label`` (int): the image class;
 - instances as parallel lists: ``boxes`` (xyxy, absolute pixels), ``classes``, ``iscrowd``,
   ``area``, ``difficult``, ``truncated``, optional ``polygons`` (per instance a list of flat
-  ``[x0, y0, x1, y1, ...]`` rings) and optional ``keypoints`` (per instance K x 3: x, y, v);
+  ``[x0, y0, x1, y1, ...]`` rings), optional ``rle`` (schema version 2: per instance null or a COCO RLE
+  ``{"size": [h, w], "counts": str}`` of the image's size, for outlines that are not polygons: COCO's crowd
+  regions and RLE objects) and optional ``keypoints`` (per instance K x 3: x, y, v);
 - ``image_id``, ``width``, ``height``, ``source``.
+
+Version 2 added ``rle`` and the ``inst`` annotation kind (instance masks: ``polygons`` or ``rle``) in
+``meta.json``'s ``tasks``. Version 1 shards are read as they are; their ``seg`` sets from polygons carry
+instance outlines too, so a version 1 ``tasks`` with ``seg`` also lists ``inst`` when read.
 """
 
 from __future__ import annotations
@@ -37,11 +43,13 @@ __all__ = [
     "write_meta",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 SPLITS = ("train", "val", "test")
 IGNORE_INDEX = 255
-TASKS = ("cls", "det", "seg", "pose")
-INSTANCE_KEYS = ("boxes", "classes", "iscrowd", "area", "difficult", "truncated", "polygons", "keypoints")
+TASKS = ("cls", "det", "seg", "pose", "inst")
+INSTANCE_KEYS = ("boxes", "classes", "iscrowd", "area", "difficult", "truncated", "polygons", "rle",
+                 "keypoints")
 META_FILE = "meta.json"
 # the meta.json keys Meta reads by name (``counts`` is derived); any other key lands in Meta.extra
 _META_KEYS = {"classes", "tasks", "mask_classes", "keypoints", "splits", "source", "class_ids", "schema_version",
@@ -166,14 +174,18 @@ def read_meta(root: str | Path) -> Meta:
     if not isinstance(raw, dict):
         raise UserError(f"{path}: expected a JSON object")
     version = raw.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise UserError(f"{path}: schema version {version} is not the version this objmtl reads "
-                        f"({SCHEMA_VERSION}); convert the data again with this objmtl")
+    if version not in READABLE_VERSIONS:
+        raise UserError(f"{path}: schema version {version} is not a version this objmtl reads "
+                        f"({', '.join(map(str, READABLE_VERSIONS))}); convert the data again with this objmtl")
+    tasks = [str(t) for t in raw.get("tasks", [])]
+    if version == 1 and "seg" in tasks and "inst" not in tasks:  # version 1 kept instance outlines as polygons
+        tasks.append("inst")
     try:
         kp = raw.get("keypoints")
         return Meta(
             classes=[str(c) for c in raw["classes"]],
-            tasks=list(raw.get("tasks", [])),
+            tasks=tasks,
+            schema_version=int(version),
             mask_classes=[str(c) for c in raw.get("mask_classes", [])],
             keypoints=KeypointSpec(**kp) if kp else None,
             splits={s: [ShardInfo(file=str(i["file"]), count=int(i["count"])) for i in shards]

@@ -44,7 +44,7 @@ def synth_meta() -> Meta:
     # the object scale, and along a circle's tangent they are ill-defined: 0.05 is a fair middle.
     return Meta(
         classes=list(SYNTH_CLASSES),
-        tasks=["cls", "det", "seg", "pose"],
+        tasks=["cls", "det", "seg", "pose", "inst"],
         mask_classes=["background", *SYNTH_CLASSES],
         keypoints=KeypointSpec(names=["top", "right", "bottom", "left"],
                                skeleton=[[0, 1], [1, 2], [2, 3], [3, 0]],

@@ -6,7 +6,8 @@
 - Category ids (COCO: 1..90 with gaps) become contiguous training ids in sorted-id order.
 - ``bbox`` (x, y, w, h) becomes an xyxy box; ``area`` and ``iscrowd`` are kept as COCO has them
   (OKS and the small/medium/large APs use COCO's area). Polygon segmentations become ``polygons``;
-  an RLE segmentation (crowd) gets no polygon ring.
+  an RLE segmentation (crowd regions, RLE objects) gets no polygon ring and is kept as that instance's ``rle``
+  (compressed; schema version 2), so ``task=inst`` trains on and scores every COCO outline.
 - A keypoint category gives the :class:`KeypointSpec`: its names, its skeleton (made 0-based),
   left/right flip pairs from the names, and COCO's sigmas for COCO's 17 names (else 0.05 each).
   An annotation without keypoints keeps K all-zero (unlabelled) keypoints.
@@ -205,12 +206,24 @@ def _image_base(src: Path, images: str | None, split: str, path: Path, names: li
                     "pass --images FOLDER (relative to --src)")
 
 
+def _compressed(rle: dict[str, Any]) -> dict[str, Any]:
+    """A COCO RLE with ``counts`` as the compressed string (an uncompressed ``counts`` list is encoded)."""
+    from faster_coco_eval.core import mask as cmask
+
+    h, w = (int(v) for v in rle["size"])
+    out = cmask.frPyObjects(rle, h, w) if isinstance(rle["counts"], list) else dict(rle)
+    counts = out["counts"]
+    return {"size": [h, w], "counts": counts.decode("ascii") if isinstance(counts, bytes) else str(counts)}
+
+
 def _ann_dict(insts: list[dict[str, Any]], image_id: int, seg: bool, pose: bool) -> dict[str, Any]:
     ann: dict[str, Any] = {"image_id": image_id, "boxes": [i["box"] for i in insts],
                            "classes": [i["cls"] for i in insts], "iscrowd": [i["iscrowd"] for i in insts],
                            "area": [i["area"] for i in insts]}
     if seg:
         ann["polygons"] = [i["rings"] for i in insts]
+        if any(i["rle"] is not None for i in insts):  # schema 2: crowd regions and RLE objects as they are
+            ann["rle"] = [_compressed(i["rle"]) if i["rle"] is not None else None for i in insts]
     if pose:
         ann["keypoints"] = [i["keypoints"] for i in insts]
     return ann
@@ -269,7 +282,7 @@ def read_coco(src: str | Path, *, anns: dict[str, Path], images: str | None = No
                 continue
             items.append((split, image, {"iid": iid, "insts": per_image[iid]}, str(image), hw))
     _carve(items, val_fraction if "val" not in anns else 0.0, test_fraction if "test" not in anns else 0.0, seed)
-    tasks = ["det", *(["seg"] if seg or rle_masks else []), *(["pose"] if spec else [])]
+    tasks = ["det", *(["seg"] if seg or rle_masks else []), *(["inst"] if seg else []), *(["pose"] if spec else [])]
     classes = [names[c] for c in sorted(names)]
     meta = Meta(classes=classes, tasks=tasks, mask_classes=["background", *classes] if seg or rle_masks else [],
                 keypoints=spec, source=f"coco:{src.name}", class_ids=sorted(names))

@@ -335,7 +335,7 @@ def read_yolo(src: str | Path, *, images: str | None = None, labels: str | None 
     spec = _keypoint_spec(kpt[0], extra.get("flip_idx"), str(names)) if kpt else None
     keys |= {"keypoints"} if spec else set()
     gapped = ids is not None and ids != list(range(len(ids)))
-    meta = Meta(classes=class_list, tasks=["det", *(["seg"] if polys else []), *(["pose"] if spec else [])],
+    meta = Meta(classes=class_list, tasks=["det", *(["seg", "inst"] if polys else []), *(["pose"] if spec else [])],
                 # polygons become masks when read for task=seg: 0 = background, class i -> i + 1
                 mask_classes=["background", *class_list] if polys else [],
                 keypoints=spec, source=f"yolo:{src.name}" + ("; source class ids " + ",".join(map(str, ids))
