@@ -75,7 +75,7 @@ def test_writer_rejects_bad_annotation(tmp_path: Path) -> None:
         w.write("train", image=b"x", ext="png", ann={"boxes": [[0, 0, 1, 1]], "classes": [5]})
 
 
-def test_unknown_schema_version_is_refused(tmp_path: Path) -> None:
+def test_unknown_schema_version_is_refused_and_version_1_is_read(tmp_path: Path) -> None:
     root = tmp_path / "s"
     with ShardSetWriter(root, meta=_meta()) as w:
         w.write("train", image=_png(np.zeros((4, 4, 3), np.uint8)), ext="png", ann={"label": 0})
@@ -84,6 +84,13 @@ def test_unknown_schema_version_is_refused(tmp_path: Path) -> None:
     (root / "meta.json").write_text(json.dumps(raw))
     with pytest.raises(UserError, match=r"schema version 99 .* \(1, 2\)"):
         read_meta(root)
+    raw.update(schema_version=1, tasks=["det", "seg"])  # version 1 kept instance outlines as polygons
+    (root / "meta.json").write_text(json.dumps(raw))
+    meta = read_meta(root)
+    assert meta.schema_version == 1 and meta.tasks == ["det", "seg", "inst"]
+    raw["tasks"] = ["cls"]
+    (root / "meta.json").write_text(json.dumps(raw))
+    assert read_meta(root).tasks == ["cls"]
 
 
 def test_missing_paths_are_one_line_errors(tmp_path: Path) -> None:
