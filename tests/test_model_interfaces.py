@@ -11,13 +11,14 @@ from hydra.utils import instantiate
 
 from objmtl.config import CONFIG_DIR
 from objmtl.models import interfaces
+from objmtl.models.instance import InstanceSegmenter
 from objmtl.models.regressor import RegressorModel
 from objmtl.runs.train import _kind
 from tests.helpers import compose_train
 
 PROTOCOLS = {"cls": interfaces.Classifier, "det": interfaces.Detector, "seg": interfaces.Segmenter,
              "pose": interfaces.PoseModel, "ssl": interfaces.SSLModel, "mtl": interfaces.MultiTaskModel,
-             "reg": RegressorModel}
+             "reg": RegressorModel, "inst": InstanceSegmenter}
 MODELS = sorted(p.stem for p in (CONFIG_DIR / "model").glob("*.yaml"))
 
 

@@ -52,7 +52,7 @@ def test_every_task_config_brings_its_kind_and_each_piece_is_what_its_consumer_c
 
 
 def test_a_kind_without_a_config_file_is_one_line_naming_the_known_ones() -> None:
-    with pytest.raises(UserError, match=r"task.name=depth: .*conf/kind/depth.yaml \(built in: cls, det, mtl"):
+    with pytest.raises(UserError, match=r"task.name=depth: .*conf/kind/depth.yaml \(built in: cls, det, inst, mtl"):
         builtin_kind("depth")
     with pytest.raises(UserError, match="task.kind.export: not set"):
         piece(builtin_kind("ssl"), "export")

@@ -28,13 +28,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write the predictions here: det: COCO results json (image_id, category_id as in the source "
                         "data, bbox [x, y, w, h] in original pixels, score); pose: COCO keypoint results json; "
                         "seg: a folder of class-index PNGs (IMAGE_ID.png); cls: a json list (.json) or "
-                        "tab-separated text (key, label, class, score)")
+                        "tab-separated text (key, label, class, score); inst: COCO segmentation results json "
+                        "(RLE masks) and OUT_bbox.json beside it")
     p.add_argument("--metrics-out", type=Path, default=None,
                    help="metrics JSON (default RUN_DIR/eval_<split>/metrics.json; plots go beside it)")
     p.add_argument("--eval", nargs="+", default=None, dest="eval_metrics", metavar="GROUP",
                    help="metrics to print: cls: accuracy; det: bbox (COCO AP, AP50, AP75, APs/m/l, AR; the "
                         "default), map (VOC mAP at IoU 0.5), recall (VOC recall); seg: mIoU; pose: keypoints "
-                        "(COCO keypoint AP/AR by OKS), pck; all go to the metrics JSON")
+                        "(COCO keypoint AP/AR by OKS), pck; inst: segm (COCO mask AP/AR), bbox (both by default); "
+                        "all go to the metrics JSON")
     det = p.add_argument_group("pictures")
     det.add_argument("--show-dir", type=Path, default=None,
                      help="write IMAGE_ID.png per image: predictions beside ground truth, original size (boxes, "

@@ -1,8 +1,8 @@
 """``objmtl-data browse``: pictures of samples with every annotation drawn, from shards or a source folder.
 
-Each picture shows the image with its instances (polygons, boxes with class names, keypoints with
-the skeleton) and the image label as a caption, and, when the sample has a semantic mask, the
-mask overlay beside it. From a source folder (``--format``), samples are drawn straight from the
+Each picture shows the image with its instances (each one's mask in its own colour when the sample has outlines,
+boxes with class names, keypoints with the skeleton) and the image label as a caption, and, when the sample has
+a semantic mask, the mask overlay beside it. From a source folder (``--format``), samples are drawn straight from the
 format reader, in source pixels, without writing shards: a quick look before a long conversion.
 """
 
@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from objmtl.data.convert import format_options
+from objmtl.data.instance_masks import decode_rles, instance_rles
 from objmtl.data.parsers import (  # the parser lives apart: it loads nothing heavy
     add_browse_parser,
     convert_namespace,
@@ -73,6 +74,18 @@ def _scaled(ann: dict[str, Any], s: float) -> dict[str, Any]:
     return out
 
 
+def _instance_masks(ann: dict[str, Any], *, height: int, width: int) -> np.ndarray | None:
+    """Each instance's mask (n, h, w) from its outline (polygons or RLE; an instance without one: empty), or None
+    when the sample has no outlines at all."""
+    if not ann.get("boxes") or not (ann.get("polygons") or ann.get("rle")):
+        return None
+    rles, _ = instance_rles(ann, height=height, width=width)
+    out = np.zeros((len(rles), height, width), np.uint8)
+    have = [i for i, r in enumerate(rles) if r is not None]
+    out[have] = decode_rles([rles[i] for i in have], height=height, width=width)
+    return out
+
+
 def sample_panels(image: np.ndarray, ann: dict[str, Any], mask: np.ndarray | None, *, meta: Meta,
                   min_side: int = 256, max_side: int = 1600) -> list[np.ndarray]:
     """The pictures of one sample: annotations (and label caption), then the mask overlay if any.
@@ -89,6 +102,7 @@ def sample_panels(image: np.ndarray, ann: dict[str, Any], mask: np.ndarray | Non
         One or two H' x W' x 3 uint8 arrays (the first taller by its caption when there is a label).
     """
     s = _scale(image.shape[0], image.shape[1], min_side, max_side)
+    outlines = _instance_masks(ann, height=image.shape[0], width=image.shape[1])
     if s != 1.0:
         size = (round(image.shape[1] * s), round(image.shape[0] * s))
         resample = Image.Resampling.NEAREST if s > 1 else Image.Resampling.BILINEAR
@@ -96,12 +110,19 @@ def sample_panels(image: np.ndarray, ann: dict[str, Any], mask: np.ndarray | Non
         if mask is not None:
             mask = np.asarray(Image.fromarray(mask).resize(size, Image.Resampling.NEAREST))
         ann = _scaled(ann, s)
+        if outlines is not None:
+            outlines = np.stack([np.asarray(Image.fromarray(m).resize(size, Image.Resampling.NEAREST))
+                                 for m in outlines]) if len(outlines) else outlines[:, :size[1], :size[0]]
     classes = [int(c) for c in ann.get("classes", [])] or [0] * len(ann.get("boxes", []))
     picture = image
-    if ann.get("polygons"):
+    box_colors = None
+    if outlines is not None:  # instance masks, one colour per instance (its box and name in the same colour)
+        box_colors = draw.instance_colors(len(classes))
+        picture = draw.draw_instance_masks(picture, outlines, colors=box_colors)
+    elif ann.get("polygons"):
         picture = draw.draw_polygons(picture, ann["polygons"], classes)
     if ann.get("boxes"):
-        picture = draw.draw_boxes(picture, ann["boxes"], classes, class_names=meta.classes)
+        picture = draw.draw_boxes(picture, ann["boxes"], classes, class_names=meta.classes, colors=box_colors)
     if ann.get("keypoints"):
         skeleton = meta.keypoints.skeleton if meta.keypoints else []
         picture = draw.draw_keypoints(picture, ann["keypoints"], skeleton=skeleton,

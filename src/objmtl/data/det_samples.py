@@ -36,21 +36,22 @@ def _hw(image: Any) -> tuple[int, int]:
     return int(shape[0]), int(shape[1])
 
 
-def _check_pipeline(transform: Any) -> None:
-    """A UserError when an albumentations Compose can't carry boxes with their label fields."""
+def _check_pipeline(transform: Any, *, task: str = "det") -> None:
+    """A UserError when an albumentations Compose can't carry boxes with their label fields (``task``: the kind
+    whose adapter asks, and whose data config, ``data=<task>``, is the fix)."""
     processors = getattr(transform, "processors", None)
     if processors is None:  # not an albumentations Compose: trusted to take the same keywords
         return
     proc = processors.get("bboxes")
     if proc is None:
-        raise UserError("data transform: task=det needs an albumentations.Compose with bbox_params "
+        raise UserError(f"data transform: task={task} needs an albumentations.Compose with bbox_params "
                         f"(format: pascal_voc, label_fields: [{', '.join(LABEL_FIELDS)}]); data=shards is "
-                        "for classification: use data=det (task=det's default) with data.root=SHARDS")
+                        f"for classification: use data={task} (task={task}'s default) with data.root=SHARDS")
     fields = list(proc.params.label_fields or [])
     missing = [f for f in LABEL_FIELDS if f not in fields]
     if proc.params.format != "pascal_voc" or missing:
         raise UserError(f"data transform: bbox_params has format {proc.params.format} and label_fields "
-                        f"{fields}; task=det needs format pascal_voc and label_fields "
+                        f"{fields}; task={task} needs format pascal_voc and label_fields "
                         f"[{', '.join(LABEL_FIELDS)}]")
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict, deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -142,7 +142,8 @@ def render(*, image: np.ndarray, outputs: ImageOutputs, class_names: Sequence[st
 
 
 def show_predictions(*, images: Sequence[ImageOutputs], roots: Sequence[str | Path], split: str,
-                     out_dir: str | Path, class_names: Sequence[str], score_thr: float = 0.3) -> int:
+                     out_dir: str | Path, class_names: Sequence[str], score_thr: float = 0.3,
+                     draw: Callable[..., np.ndarray] | None = None) -> int:
     """Writes ``out_dir/<image_id>.png`` (prediction beside ground truth) for each collected image.
 
     Args:
@@ -152,6 +153,7 @@ def show_predictions(*, images: Sequence[ImageOutputs], roots: Sequence[str | Pa
         out_dir: where the PNGs go (created).
         class_names: names by contiguous label.
         score_thr: the lowest score drawn.
+        draw: ``(image=, outputs=, class_names=, score_thr=) -> picture``; default :func:`render` (boxes).
 
     Returns:
         The number of pictures written (images missing from the shards are skipped).
@@ -175,7 +177,8 @@ def show_predictions(*, images: Sequence[ImageOutputs], roots: Sequence[str | Pa
             continue
         queue.remove(outputs)
         left -= 1
-        picture = render(image=sample["image"], outputs=outputs, class_names=class_names, score_thr=score_thr)
+        picture = (draw or render)(image=sample["image"], outputs=outputs, class_names=class_names,
+                                   score_thr=score_thr)
         name = str(image_id) if not seen[image_id] else f"{image_id}_{seen[image_id]}"
         seen[image_id] += 1
         Image.fromarray(picture).save(out_dir / f"{name}.png")

@@ -202,11 +202,11 @@ def train(cfg: DictConfig, *, overrides: Sequence[str] = ()) -> dict[str, Any]:
         summary["test"] = {k: float(v) for k, v in (results[0] if results else {}).items()}
     if trainer.is_global_zero:
         (run_dir / "metrics.json").write_text(json.dumps(summary, indent=1) + "\n")
-        _print_where(run_dir, summary)
+        _print_where(run_dir, summary, exports=kind_of(cfg.task).get("export") is not None)
     return summary
 
 
-def _print_where(run_dir: Path, summary: dict[str, Any]) -> None:
+def _print_where(run_dir: Path, summary: dict[str, Any], *, exports: bool = True) -> None:
     best = summary.get("best") or {}
     lines = [f"run directory:  {run_dir}"]
     if best:
@@ -217,7 +217,9 @@ def _print_where(run_dir: Path, summary: dict[str, Any]) -> None:
     lines.append(f"plots:          {run_dir / 'plots'}")
     if best:  # what to do with it (tests run these lines as printed)
         lines.append(f"next:           objmtl-test {run_dir}")
-        lines.append(f"                objmtl-export onnx {run_dir} --out {run_dir / 'export' / 'model.onnx'} --verify")
+        if exports:  # the task kind has an export piece (conf/kind/<name>.yaml)
+            lines.append(f"                objmtl-export onnx {run_dir} --out {run_dir / 'export' / 'model.onnx'} "
+                         "--verify")
     for split in ("val", "test"):
         if summary.get(split):
             lines.append(f"{split}: " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(summary[split].items())))
