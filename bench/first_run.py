@@ -3,7 +3,7 @@
     python bench/first_run.py [--task det --task seg ...] [--variant 'trainer.max_epochs=3' ...] [--fresh-cache]
         [--keep DIR]
 
-For each task (default: cls det seg pose mtl ssl reg) and variant (``-`` is the plain command), it runs
+For each task (default: cls det seg pose mtl ssl reg inst) and variant (``-`` is the plain command), it runs
 ``objmtl-train task=T VARIANT`` in a temporary run directory and prints the wall time of the whole command
 (start-up, writing the synthetic set when ``--fresh-cache`` gives an empty cache, training, validation, the
 test of the best checkpoint, plots), the run's main metric (best validation value) and its test metrics.
@@ -25,7 +25,7 @@ from pathlib import Path
 from shared_machine import _split  # bench/ is on sys.path when this script runs
 
 BIN = Path(sys.executable).parent
-TASKS = ["cls", "det", "seg", "pose", "mtl", "ssl", "reg"]
+TASKS = ["cls", "det", "seg", "pose", "mtl", "ssl", "reg", "inst"]
 
 
 def main() -> None:

@@ -69,26 +69,31 @@ def det_target(boxes: list[list[float]], labels: list[int], crowd: list[bool] | 
 
 def eight_coco128_images(real_data: Path, tmp_path: Path) -> Path:
     """8 coco128 images with boxes, converted with the CLI, as both the train and the val split."""
-    from objmtl.data import read_meta
-    from objmtl.data.shard_reader import iter_shard
-    from objmtl.data.shard_writer import ShardSetWriter
-
     converted = tmp_path / "coco128"
     result = run_cli("objmtl-data", "convert", "--format", "yolo", "--src", str(real_data / "detection" / "coco128"),
                      "--images", "images/train2017", "--labels", "labels/train2017", "--names", "config.yaml",
                      "--val-fraction", "0", "--out", str(converted))
     assert result.returncode == 0, result.stderr
+    return train_equals_val(converted, tmp_path / "eight", need="boxes")
+
+
+def train_equals_val(converted: Path, root: Path, *, need: str, n: int = 8, start: int = 0) -> Path:
+    """Samples ``start .. start + n`` (by key, over every split) of ``converted`` that have a non-empty ``need``
+    annotation, written to ``root`` as both the train and the val split (an overfit's data)."""
+    from objmtl.data import read_meta
+    from objmtl.data.shard_reader import iter_shard
+    from objmtl.data.shard_writer import ShardSetWriter
+
     meta = read_meta(converted)
-    picked = []
-    for shard in meta.splits["train"]:
-        for raw in iter_shard(str(converted / "train" / shard.file)):
-            if json.loads(raw["json"]).get("boxes") and len(picked) < 8:
-                picked.append(raw)
-    root = tmp_path / "eight"
+    raws = [raw for split, shards in meta.splits.items() for shard in shards
+            for raw in iter_shard(str(converted / split / shard.file))]
+    picked = sorted((r for r in raws if json.loads(r["json"]).get(need)), key=lambda r: r["__key__"])[start:start + n]
+    assert len(picked) == n, f"{converted}: {len(picked)} samples with {need} from {start}"
     with ShardSetWriter(root, meta=replace(meta, splits={})) as writer:
         for split in ("train", "val"):
             for raw in picked:
-                writer.write(split, image=raw["jpg"], ext="jpg", ann=json.loads(raw["json"]))
+                ext = "jpg" if "jpg" in raw else "png"
+                writer.write(split, image=raw[ext], ext=ext, ann=json.loads(raw["json"]))
     return root
 
 

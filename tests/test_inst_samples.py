@@ -90,11 +90,14 @@ def test_an_rle_of_another_size_is_counted() -> None:
 
 def test_batches_keep_masks_per_image_and_the_pipeline_must_carry_boxes() -> None:
     adapter = InstanceSamples(transform=A.Compose([A.LongestMaxSize(max_size=40)], bbox_params=_bp()))
-    items = [adapter(_sample()), adapter({**_sample(), "ann": {"boxes": [], "classes": []}})]
+    bad = _sample()
+    bad["ann"]["polygons"][0] = [[10, 10, 30, 10]]  # two points: no mask
+    items = [adapter(_sample()), adapter({**_sample(), "ann": {"boxes": [], "classes": []}}), adapter(bad)]
     batch = InstanceSamples.collate(items)
-    assert batch["images"].shape == (2, 3, 32, 64)
-    assert [t["masks"].shape for t in batch["targets"]] == [(3, 30, 40), (0, 30, 40)]
-    assert [len(t["rles"]) for t in batch["targets"]] == [3, 0]
+    assert batch["images"].shape == (3, 3, 32, 64)
+    assert [t["masks"].shape for t in batch["targets"]] == [(3, 30, 40), (0, 30, 40), (2, 30, 40)]
+    assert [len(t["rles"]) for t in batch["targets"]] == [3, 0, 2]
+    assert batch["dropped_boxes"] == batch["dropped_masks"] == 1  # what task=inst logs per epoch
     with pytest.raises(UserError, match="task=inst needs .* data=inst"):
         InstanceSamples(transform=A.Compose([A.NoOp()]))
 

@@ -7,8 +7,8 @@ through a polygon would need clipping, and a vertex dropped by the crop would br
 cut as the image is. The boxes carry their instance's index as a fifth column, so the masks of the boxes the
 pipeline keeps are picked by that index.
 
-Counted, never raised (``dropped_boxes``, which training logs as ``data/skipped``'s neighbour and
-``objmtl-data inspect`` reports): an instance whose outline can't be a mask (see
+Counted, never raised (``dropped_boxes``; task=inst logs the epoch's sums as ``data/dropped_instances`` and, of
+those, ``data/instances_without_mask``): an instance whose outline can't be a mask (see
 :func:`~objmtl.data.instance_masks.instance_rles`: a ring of fewer than 3 points, an RLE of another size, zero
 area, no outline at all), a box the pipeline drops (crop, ``min_area``, ``min_visibility``), and an instance
 whose mask is empty after the pipeline (it left the crop). Crowd instances are kept with their masks and
@@ -36,12 +36,13 @@ __all__ = ["InstanceCollate", "InstanceSamples"]
 
 class InstanceCollate(PadCollate):
     """:class:`~objmtl.data.det_samples.PadCollate` whose targets also hold each image's ``masks`` (uint8
-    [n, H_i, W_i], input pixels, unpadded) and ``rles`` (source-size RLEs)."""
+    [n, H_i, W_i], input pixels, unpadded) and ``rles`` (source-size RLEs); ``dropped_masks`` sums the samples'."""
 
     def __call__(self, batch: list[dict[str, Any]]) -> dict[str, Any]:
         out = super().__call__(batch)
         for target, sample in zip(out["targets"], batch, strict=True):
             target["masks"], target["rles"] = sample["masks"], sample["rles"]
+        out["dropped_masks"] = sum(int(s.get("dropped_masks", 0)) for s in batch)
         return out
 
 

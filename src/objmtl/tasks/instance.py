@@ -24,6 +24,9 @@ class InstanceTask(BaseTask):
     Training logs ``train/loss`` and torchvision's five terms (``train/loss_objectness``, ``train/loss_rpn_box_reg``,
     ``train/loss_classifier``, ``train/loss_box_reg``, ``train/loss_mask``); crowd instances are left out of the
     loss (proposals over them count as background, as in torchvision's reference, which has no ignore regions).
+    Each epoch logs what the samples lost on the way: ``data/dropped_instances`` (every instance that did not
+    reach the loss: no mask, or a box or mask the augmentation cut away) and, of those,
+    ``data/instances_without_mask`` (an outline that is no mask: see :mod:`objmtl.data.instance_masks`).
     Evaluation runs the model in eval mode (torchvision's heads give detections, not losses, there, so there is
     no ``val/loss``), maps boxes back to each image's original size with its ``scale``, pastes the masks at that
     size and scores them against the source outlines (the samples' ``rles``) with
@@ -75,6 +78,11 @@ class InstanceTask(BaseTask):
         losses = {"loss": sum(losses.values()), **losses}
         n = len(batch["targets"])
         self.log("train/loss", losses["loss"], prog_bar=True, batch_size=n)
+        # what the samples lost on the way (outlines that are no mask, boxes and masks a crop cut away): epoch sums
+        self.log("data/dropped_instances", float(batch.get("dropped_boxes", 0)), on_step=False, on_epoch=True,
+                 reduce_fx="sum", sync_dist=True)
+        self.log("data/instances_without_mask", float(batch.get("dropped_masks", 0)), on_step=False, on_epoch=True,
+                 reduce_fx="sum", sync_dist=True)
         self.log_dict({f"train/{k}": v.detach() for k, v in losses.items() if k != "loss"}, batch_size=n)
         return self.checked_loss(losses)
 
