@@ -14,11 +14,9 @@ metric. Prints one line per evaluation: step, seconds, segm AP50, bbox AP50.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -27,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from objmtl.tasks.instance import InstanceTask  # noqa: E402
-from tests.helpers import compose_train, run_cli  # noqa: E402
+from tests.helpers import compose_train, run_cli, train_equals_val  # noqa: E402
 
 _TASK: InstanceTask
 
@@ -36,10 +34,6 @@ DATA = ROOT.parent / "shared" / "data" / "segmentation"
 
 def convert(subset: str, tmp: Path) -> Path:
     """The 8 images of ``subset`` as train = val shards."""
-    from objmtl.data import read_meta
-    from objmtl.data.shard_reader import iter_shard
-    from objmtl.data.shard_writer import ShardSetWriter
-
     converted = tmp / "converted"
     if subset.startswith("lightly"):
         src = DATA / "coco128-val-lightly"
@@ -53,19 +47,7 @@ def convert(subset: str, tmp: Path) -> Path:
                      "--val-fraction", "0", "--workers", "1", "--out", str(converted))
     if result.returncode:
         raise SystemExit(result.stderr)
-    meta = read_meta(converted)
-    raws = [raw for split in meta.splits for shard in meta.splits[split]
-            for raw in iter_shard(str(converted / split / shard.file))]
-    raws = sorted((r for r in raws if json.loads(r["json"]).get("polygons")), key=lambda r: r["__key__"])
-    start = 8 if subset == "lightly-b" else 0
-    picked = raws[start:start + 8]
-    root = tmp / "eight"
-    with ShardSetWriter(root, meta=replace(meta, splits={})) as writer:
-        for split in ("train", "val"):
-            for raw in picked:
-                ext = "jpg" if "jpg" in raw else "png"
-                writer.write(split, image=raw[ext], ext=ext, ann=json.loads(raw["json"]))
-    return root
+    return train_equals_val(converted, tmp / "eight", need="polygons", start=8 if subset == "lightly-b" else 0)
 
 
 def main() -> None:
